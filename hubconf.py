@@ -1,0 +1,24 @@
+"""torch.hub entry points: ``torch.hub.load(repo_dir, 'resnet56', source='local', pretrained=True)``.
+
+With pretrained=True the weights of the committed run (results/<name>-seed0) are loaded;
+otherwise a freshly initialised network is returned.
+"""
+dependencies = ["torch"]
+
+from resnet.models import CifarNet  # noqa: E402
+from resnet.train import pretrained as _pretrained  # noqa: E402
+
+
+def _entry(net: str, depth: int):
+    def entry(pretrained: bool = False, shortcut: str = "A", **kwargs):
+        if pretrained:
+            return _pretrained(f"{net}{depth}" if shortcut == "A" or net == "plain" else f"{net}{depth}{shortcut}", **kwargs)
+        return CifarNet(depth, shortcut if net == "resnet" else None)
+
+    entry.__doc__ = f"{'ResNet' if net == 'resnet' else 'Plain'}-{depth} for CIFAR-10 (He et al. 2016)."
+    return entry
+
+
+for _depth in (20, 32, 44, 56, 110, 1202):
+    globals()[f"resnet{_depth}"] = _entry("resnet", _depth)
+    globals()[f"plain{_depth}"] = _entry("plain", _depth)

@@ -1,0 +1,19 @@
+"""Paper-faithful CIFAR-10 ResNets and plain networks (He et al. 2016, section 4.2).
+
+Public API: the settings, the data, the networks, the trainer, results and figures.
+"""
+from .config import TrainConfig
+from .data import CLASSES, Cifar10, DataError, DeviceData, crop_flip, load_cifar10, random_crop_flip, to_device
+from .figures import layer_response_std, plot_figure6, plot_figure7, response_stds
+from .models import CifarNet, build_model, capture_responses, count_parameters
+from .results import ResultsError, error_table, format_table, load_runs
+from .train import (RunConflict, TrainingDiverged, evaluate, evaluate_run, learning_rate, load_weights,
+                    pretrained, sweep, train)
+
+__all__ = [
+    "TrainConfig", "CLASSES", "Cifar10", "DataError", "DeviceData", "crop_flip", "load_cifar10",
+    "random_crop_flip", "to_device", "layer_response_std", "plot_figure6", "plot_figure7", "response_stds",
+    "CifarNet", "build_model", "capture_responses", "count_parameters", "ResultsError", "error_table",
+    "format_table", "load_runs", "RunConflict", "TrainingDiverged", "evaluate", "evaluate_run",
+    "learning_rate", "load_weights", "pretrained", "sweep", "train",
+]

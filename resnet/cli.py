@@ -1,0 +1,111 @@
+"""Command line: ``python -m resnet {train,sweep,evaluate,plot,figure7} --help``."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from .config import TrainConfig
+
+SWEPT = ("net", "depth", "seed")  # given as lists to `sweep`
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, skip=()):
+    group = parser.add_argument_group("run settings (defaults: the paper's)")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + f" (default: {f.default})"
+        if f.name == "warmup":
+            group.add_argument(flag, choices=("auto", "on", "off"), default="auto", help=help_)
+        elif isinstance(f.default, tuple):
+            group.add_argument(flag, type=int, nargs="*", default=f.default, help=help_)
+        else:
+            group.add_argument(flag, type=type(f.default), default=f.default, choices=f.metadata.get("choices"), help=help_)
+
+
+def _config(args, **override) -> TrainConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    values["warmup"] = {"auto": None, "on": True, "off": False}[values["warmup"]]
+    values["milestones"] = tuple(values["milestones"])
+    return TrainConfig(**{**values, **override})
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resnet", description=(
+        "Reproduce He et al. 2016, section 4.2 (CIFAR-10): train, sweep, evaluate, plot."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one network (resumes, or skips it if finished)")
+    _add_config_flags(p)
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--stop-at", type=int, help="stop at the first checkpoint at or past this iteration (resumable)")
+    p.add_argument("--time-limit", type=float, help="stop at the first checkpoint past this many seconds (resumable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("sweep", help="train every missing run of depths x nets x seeds")
+    _add_config_flags(p, skip=SWEPT)
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110])
+    p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--parallel", type=int, default=1, help="runs at once, as separate processes (default: 1)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("evaluate", help="test error of saved weights")
+    p.add_argument("runs", nargs="+", help="run folders, e.g. results/resnet20-seed0")
+    p.add_argument("--data", help="data source (default: the one the run was trained on)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("plot", help="redraw Figure 6 and print the error table from saved results")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--figure", default="assets/figure6.png", help="where to save Figure 6")
+    p.add_argument("--peers", action="store_true", help="add the peers' reported errors to the table")
+
+    p = sub.add_parser("figure7", help="std of layer responses on the test set for saved runs (Figure 7)")
+    p.add_argument("runs", nargs="+", help="run folders, e.g. results/plain20-seed0 results/resnet20-seed0")
+    p.add_argument("--data", help="data source (default: each run's own)")
+    p.add_argument("--figure", default="assets/figure7.png", help="where to save Figure 7")
+    p.add_argument("--device", default="auto")
+
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from .train import train
+
+        meta = train(_config(args), args.results, stop_at=args.stop_at, time_limit=args.time_limit, progress=not args.quiet)
+        print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
+              + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
+    elif args.command == "sweep":
+        from .train import sweep
+
+        configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
+        for meta in sweep(configs, args.results, parallel=args.parallel, progress=not args.quiet):
+            print(f"{meta['name']}: {meta['status']}, final test error {meta['final_test_error']}")
+    elif args.command == "evaluate":
+        from .train import evaluate_run
+
+        for run in args.runs:
+            print(json.dumps(evaluate_run(run, args.data, args.device)))
+    elif args.command == "plot":
+        from .figures import plot_figure6
+        from .results import error_table, format_table, load_runs
+
+        runs = load_runs(args.results)
+        plot_figure6(runs, args.figure)
+        print(format_table(error_table(runs, peers=args.peers)))
+        print(f"Figure 6 saved to {args.figure}")
+    elif args.command == "figure7":
+        from .figures import response_stds, plot_figure7
+
+        stds, note = response_stds(args.runs, args.data, args.device)
+        plot_figure7(stds, args.figure, note)
+        for label, s in stds.items():
+            print(f"{label}: mean std {s.mean():.3f} over {len(s)} layers")
+        print(f"Figure 7 saved to {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""CIFAR-10 on the device: loading, caching, the paper's preprocessing and augmentation.
+
+Sources (``TrainConfig.data``):
+  * ``"official"``: the official python archive, downloaded by torchvision into
+    the cache folder when missing (the default, for machines with a network);
+  * a path to an official ``cifar-10-batches-py`` folder;
+  * a path to an image tree or archive (``.tar.gz``, ``.tar``, ``.zip`` or a
+    folder) laid out ``{train,test}/<class>/*.{png,jpg}`` with the ten
+    official class names (e.g. ``../shared/data/cifar10-jpeg.tar.gz``).
+  * ``""``: the environment variable ``RESNET_DATA`` if set, else ``"official"``.
+
+Decoded images are cached as ``.npz`` under ``RESNET_CACHE`` (default:
+``.cache/`` beside the package), keyed by a fingerprint of the source.
+Preprocessing (section 4.2): pixels scaled to [0, 1] and the per-pixel mean of
+the training images subtracted; no division by a std. Augmentation, on the
+device and per sample: pad 4 zeros on each side of the mean-subtracted image,
+take a random 32x32 crop, flip it horizontally with p = 0.5.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
+PAD = 4  # pixels of zero padding on each side before the random crop
+OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
+OFFICIAL_DIR = "cifar-10-batches-py"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+class DataError(ValueError):
+    """The dataset is missing, malformed or not what was asked for."""
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """Decoded images, uint8 (N, 32, 32, 3), and int64 labels, with where they came from."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str  # 'official' or the file name of the image tree/archive
+    checksum: str  # sha256 of the decoded arrays, independent of the container
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESNET_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
+
+
+def resolve_source(data: str) -> str:
+    return data or os.environ.get("RESNET_DATA", "") or "official"
+
+
+def source_name(data: str) -> str:
+    """The short name recorded with every result: 'official' or the file/folder name."""
+    data = resolve_source(data)
+    return "official" if data == "official" else Path(data).name
+
+
+def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
+    """Decode a CIFAR-10 source (see the module docstring), through the cache."""
+    data = resolve_source(data)
+    if data == "official":
+        path = cache_dir() / OFFICIAL_DIR
+        if not path.is_dir():
+            if not download:
+                raise DataError(f"official CIFAR-10 not found at {path} and download=False")
+            _download_official()
+    else:
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"dataset not found: {path}")
+    is_official = (path / "data_batch_1").exists()
+    key = _fingerprint(path)
+    cached = cache_dir() / f"cifar10-{key[:16]}.npz"
+    if cached.exists():
+        with np.load(cached) as z:
+            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+            checksum = str(z["checksum"])
+    else:
+        arrays = _read_official(path) if is_official else _read_image_tree(path)
+        checksum = _array_checksum(arrays)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, checksum=checksum, **arrays)
+        os.replace(tmp, cached)
+    return Cifar10(**arrays, source="official" if data == "official" else path.name, checksum=checksum)
+
+
+def _download_official():
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(OFFICIAL_URL, str(cache_dir()), md5=OFFICIAL_MD5)
+    except Exception as e:  # no network, proxy, disk: say what to do instead
+        raise DataError(
+            f"could not download official CIFAR-10 from {OFFICIAL_URL} ({e}); "
+            "without a network pass --data PATH (an image tree or archive, e.g. "
+            "../shared/data/cifar10-jpeg.tar.gz) or set RESNET_DATA") from e
+
+
+def _fingerprint(path: Path) -> str:
+    """A cheap key for the cache: file contents for archives and official batches, names/sizes/times for trees."""
+    h = hashlib.sha256()
+    if path.is_file():
+        files = [path]
+    elif (path / "data_batch_1").exists():
+        files = [path / f"data_batch_{i}" for i in range(1, 6)] + [path / "test_batch"]
+    else:
+        for p in sorted(path.rglob("*")):
+            st = p.stat()
+            h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+    for f in files:
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _array_checksum(arrays: dict) -> str:
+    h = hashlib.sha256()
+    for k in ("train_x", "train_y", "test_x", "test_y"):
+        h.update(np.ascontiguousarray(arrays[k]).tobytes())
+    return h.hexdigest()
+
+
+def _read_official(path: Path) -> dict:
+    def batch(name):
+        f = path / name
+        try:
+            with open(f, "rb") as fh:
+                d = pickle.load(fh, encoding="bytes")
+            x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            return x, np.asarray(d[b"labels"], dtype=np.int64)
+        except FileNotFoundError:
+            raise DataError(f"official CIFAR-10 batch missing: {f}") from None
+        except Exception as e:
+            raise DataError(f"corrupt CIFAR-10 batch {f}: {e}") from e
+
+    train = [batch(f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = batch("test_batch")
+    return dict(train_x=np.concatenate([x for x, _ in train]), train_y=np.concatenate([y for _, y in train]),
+                test_x=test_x, test_y=test_y)
+
+
+def _image_members(path: Path):
+    """Yield (name, bytes) of every image file in a folder, tar or zip archive."""
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                yield p.relative_to(path).as_posix(), p.read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            for name in sorted(z.namelist()):
+                if name.lower().endswith(IMAGE_SUFFIXES):
+                    yield name, z.read(name)
+    else:
+        try:
+            with tarfile.open(path) as t:
+                for m in t:
+                    if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES):
+                        yield m.name, t.extractfile(m).read()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"cannot read {path} as a folder, .tar, .tar.gz or .zip archive: {e}") from e
+
+
+def _read_image_tree(path: Path) -> dict:
+    from PIL import Image
+
+    found = {"train": [], "test": []}  # (class index, name, pixels)
+    for name, raw in _image_members(path):
+        parts = name.split("/")
+        if len(parts) < 3 or parts[-3] not in found or parts[-2] not in CLASSES:
+            raise DataError(
+                f"{path}: unexpected image {name!r}; expected {{train,test}}/<class>/<file> "
+                f"with classes {', '.join(CLASSES)}")
+        try:
+            with Image.open(io.BytesIO(raw)) as im:
+                im.load()
+                if im.size != (32, 32) or im.mode != "RGB":
+                    raise DataError(f"{path}: {name} is {im.size[0]}x{im.size[1]} {im.mode}, not 32x32 RGB")
+                pixels = np.asarray(im, dtype=np.uint8)
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{path}: corrupt image {name}: {e}") from e
+        found[parts[-3]].append((CLASSES.index(parts[-2]), name, pixels))
+    arrays = {}
+    for split, items in found.items():
+        if not items:
+            raise DataError(f"{path}: no images under {split}/ (expected {split}/<class>/<file>)")
+        missing = sorted(set(CLASSES) - {CLASSES[c] for c, _, _ in items})
+        if missing:
+            raise DataError(f"{path}: no {split} images of class(es) {', '.join(missing)}")
+        items.sort(key=lambda t: (t[0], t[1]))
+        arrays[f"{split}_x"] = np.stack([p for _, _, p in items])
+        arrays[f"{split}_y"] = np.array([c for c, _, _ in items], dtype=np.int64)
+    return arrays
+
+
+def balanced_subset(y: np.ndarray, size: int, what: str) -> np.ndarray:
+    """Indices of the first size/10 images of each class (size 0: all images)."""
+    if size == 0:
+        return np.arange(len(y))
+    if size % len(CLASSES):
+        raise DataError(f"{what} subset must be a multiple of {len(CLASSES)}, got {size}")
+    per_class = size // len(CLASSES)
+    picks = []
+    for c in range(len(CLASSES)):
+        idx = np.flatnonzero(y == c)
+        if len(idx) < per_class:
+            raise DataError(f"{what} subset of {size} needs {per_class} images of class {CLASSES[c]}, found {len(idx)}")
+        picks.append(idx[:per_class])
+    return np.sort(np.concatenate(picks))
+
+
+def validation_split(y: np.ndarray, val_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: val_size images held out, stratified by class, with a fixed seed."""
+    if val_size % len(CLASSES) or not 0 < val_size < len(y):
+        raise DataError(f"val_size must be a positive multiple of 10 below {len(y)}, got {val_size}")
+    rng = np.random.default_rng(seed)
+    per_class = val_size // len(CLASSES)
+    val = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in range(len(CLASSES))])
+    train = np.setdiff1d(np.arange(len(y)), val)
+    return train, np.sort(val)
+
+
+@dataclass
+class DeviceData:
+    """Mean-subtracted float images (N, 3, 32, 32) and labels, resident on one device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    mean: torch.Tensor  # (3, 32, 32), per-pixel mean of the training images in [0, 1] units
+    source: str
+    checksum: str
+
+
+def to_device(ds: Cifar10, device, *, train_subset: int = 0, test_subset: int = 0,
+              val_size: int = 0, val_seed: int = 0) -> DeviceData:
+    """Check counts, choose subsets / the validation split, subtract the mean, move to the device."""
+    for what, y, subset, full in (("train", ds.train_y, train_subset, TRAIN_SIZE), ("test", ds.test_y, test_subset, TEST_SIZE)):
+        if subset == 0 and len(y) != full:
+            raise DataError(
+                f"{ds.source}: {len(y)} {what} images, expected {full} (ask for a subset explicitly for smaller data)")
+    train_idx = balanced_subset(ds.train_y, train_subset, "train")
+    test_idx = balanced_subset(ds.test_y, test_subset, "test")
+    val_idx = None
+    if val_size:
+        keep, val = validation_split(ds.train_y[train_idx], val_size, val_seed)
+        train_idx, val_idx = train_idx[keep], train_idx[val]
+
+    def images(x):  # uint8 NHWC -> float NCHW in [0, 1]
+        return torch.from_numpy(x).to(device).permute(0, 3, 1, 2).float().div_(255).contiguous()
+
+    def labels(y):
+        return torch.from_numpy(y).to(device)
+
+    train_x = images(ds.train_x[train_idx])
+    mean = train_x.mean(dim=0)  # per pixel and channel: (3, 32, 32)
+    return DeviceData(
+        train_x=train_x.sub_(mean), train_y=labels(ds.train_y[train_idx]),
+        test_x=images(ds.test_x[test_idx]).sub_(mean), test_y=labels(ds.test_y[test_idx]),
+        val_x=None if val_idx is None else images(ds.train_x[val_idx]).sub_(mean),
+        val_y=None if val_idx is None else labels(ds.train_y[val_idx]),
+        mean=mean, source=ds.source, checksum=ds.checksum)
+
+
+def crop_flip(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Zero-pad x (B, C, H, W) by PAD, crop HxW at per-sample offsets (dx, dy) in 0..2*PAD, then flip where ``flip``.
+
+    One gather for the whole batch: the flip is folded into the column index.
+    """
+    B, C, H, W = x.shape
+    padded = torch.nn.functional.pad(x, (PAD, PAD, PAD, PAD))  # (B, C, H+8, W+8)
+    r = torch.arange(H, device=x.device)
+    c = torch.arange(W, device=x.device)
+    rows = dy[:, None] + r  # (B, H)
+    cols = dx[:, None] + torch.where(flip[:, None], W - 1 - c, c)  # (B, W)
+    b = torch.arange(B, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last in memory
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The paper's training augmentation, drawn per sample from ``generator``."""
+    B = x.shape[0]
+    offsets = torch.randint(0, 2 * PAD + 1, (2, B), device=x.device, generator=generator)
+    flip = torch.randint(0, 2, (B,), device=x.device, generator=generator).bool()
+    return crop_flip(x, offsets[0], offsets[1], flip)
+
+
+class BatchSampler:
+    """Batches of indices from a fresh permutation each epoch; the last partial batch of an epoch is skipped.
+
+    Keeping every batch at full size keeps BN statistics and the update size as
+    in the paper; each epoch drops a different random remainder (80 of 50,000).
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        if batch_size > n:
+            raise DataError(f"batch size {batch_size} is larger than the {n} training images")
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.perm = None
+        self.pos = n  # forces a permutation at the first batch
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.perm = torch.randperm(self.n, device=self.generator.device, generator=self.generator)
+            self.pos = 0
+        idx = self.perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict:
+        return {"perm": self.perm, "pos": self.pos, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict):
+        self.perm, self.pos = state["perm"], state["pos"]
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,118 @@
+"""Figure 6 (training curves) and Figure 7 (std of layer responses), drawn as in the paper."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .models import CifarNet, capture_responses
+from .results import Run, network_label
+
+DEPTH_COLORS = {20: "tab:olive", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "black", 1202: "tab:purple"}
+
+
+def _curve_runs(runs: list[Run]) -> dict[tuple[str, int], Run]:
+    """One run per (net, depth) for the curves: option A, no validation split, lowest seed."""
+    chosen = {}
+    for run in sorted(runs, key=lambda r: r.config["seed"]):
+        c = run.config
+        if (c["net"] == "plain" or c["shortcut"] == "A") and not c.get("val_size"):
+            chosen.setdefault((c["net"], c["depth"]), run)
+    return chosen
+
+
+def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""):
+    """Plain nets left, ResNets middle, ResNet-110 vs 1202 right (when a 1202 run exists).
+
+    x: iterations (1e4); y: error (%), 0-20; dashed: training error, bold: test error.
+    """
+    curves = _curve_runs(runs)
+    panels = [("plain", [d for n, d in curves if n == "plain" and d != 110]),  # the paper leaves plain-110 out (>60%)
+              ("resnet", [d for n, d in curves if n == "resnet" and d != 1202])]
+    if ("resnet", 1202) in curves:
+        panels.append(("resnet", [d for d in (110, 1202) if ("resnet", d) in curves]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
+    for ax, (net, depths) in zip(axes[0], panels):
+        for depth in sorted(depths):
+            run = curves[(net, depth)]
+            log, color = run.log, DEPTH_COLORS.get(depth, None)
+            x = log["iteration"] / 1e4
+            ax.plot(x, log["train_error"], "--", color=color, linewidth=1)
+            ax.plot(x, log["test_error"], "-", color=color, linewidth=2, label=network_label(run.config))
+        ax.set_ylim(0, 20)
+        ax.set_xlabel("iter. (1e4)")
+        ax.grid(alpha=0.3)
+        if depths:
+            ax.legend(loc="upper right", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no finished {net} runs", ha="center", transform=ax.transAxes)
+    axes[0][0].set_ylabel("error (%)")
+    sources = sorted({r.meta["data_source"] for r in curves.values()})
+    fig.suptitle("CIFAR-10 (He et al. 2016, Fig. 6): dashed training error, bold test error"
+                 + (f" — data: {', '.join(sources)}" if sources else "") + (f" — {note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+@torch.inference_mode()
+def layer_response_std(model: CifarNet, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """Std of each 3x3 layer's response (after BN, before addition/ReLU), over all images, channels and positions.
+
+    Accumulated in float64 over batches, in eval mode (BN with its running statistics).
+    """
+    model.eval()
+    sums = None
+    with capture_responses(model) as captured:
+        for i in range(0, len(images), batch_size):
+            model(images[i:i + batch_size])
+            layers = captured.pop()
+            stats = torch.tensor([[r.double().sum(), r.double().pow(2).sum(), r.numel()] for r in layers])
+            sums = stats if sums is None else sums + stats
+    total, total_sq, count = sums.T
+    return (total_sq / count - (total / count) ** 2).clamp_min(0).sqrt().numpy()
+
+
+def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, note: str = ""):
+    """Top: std per layer in network order; bottom: sorted in descending magnitude."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6))
+    for label, s in stds.items():
+        top.plot(np.arange(1, len(s) + 1), s, label=label, linewidth=1)
+        bottom.plot(np.arange(1, len(s) + 1), np.sort(s)[::-1], label=label, linewidth=1)
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Std of 3x3 layer responses (after BN, before addition/ReLU; He et al. 2016, Fig. 7)"
+                 + (f"\n{note}" if note else ""), fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def response_stds(run_dirs: list[str | Path], data: str | None = None, device: str = "auto") -> tuple[dict[str, np.ndarray], str]:
+    """Figure 7's data for saved runs: {network label: std per layer}, and a note naming the test images used."""
+    import dataclasses
+
+    from .config import TrainConfig
+    from .train import load_weights, prepare_data, resolve_device
+
+    dev = resolve_device(device)
+    stds, used = {}, set()
+    for run_dir in run_dirs:
+        model, meta = load_weights(run_dir, dev)
+        cfg = TrainConfig.from_dict(meta["config"])
+        if data is not None:
+            cfg = dataclasses.replace(cfg, data=data)
+        dd = prepare_data(cfg, dev)
+        stds[network_label(meta["config"])] = layer_response_std(model, dd.test_x)
+        used.add(f"{len(dd.test_x)} test images of {dd.source}")
+    return stds, "; ".join(sorted(used))

@@ -1,0 +1,334 @@
+"""The paper's trainer: SGD on whole batches resident on the device, evaluated once per epoch.
+
+A run lives in ``<results>/<name>/``: ``log.csv`` (one row per evaluation),
+``run.json`` (settings, data, device, outcome), ``checkpoint.pt`` while it runs,
+``weights.pt`` (fp32 state dict) once finished. Every file is written whole
+(temporary file, then rename); an interrupted run resumes from its last
+checkpoint and ends exactly where an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import results
+from .config import TrainConfig
+from .data import BatchSampler, DeviceData, load_cifar10, random_crop_flip, resolve_source, to_device
+from .models import build_model, count_parameters
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class RunConflict(RuntimeError):
+    """A results folder already holds a different run under the same name."""
+
+
+def learning_rate(iteration: int, cfg: TrainConfig, warming_up: bool = False) -> float:
+    """The lr for the update made at ``iteration`` (0-based): warm-up lr, else lr / decay^(milestones passed)."""
+    if warming_up:
+        return cfg.warmup_lr
+    return cfg.lr / cfg.lr_decay ** sum(iteration >= m for m in cfg.milestones)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, error %) of ``model`` in eval mode on the given images."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        with autocast(x.device, precision):
+            logits = model(x[i:i + batch_size]).float()
+        t = y[i:i + batch_size]
+        sums += torch.stack([F.cross_entropy(logits, t, reduction="sum").double(), (logits.argmax(1) != t).sum().double()])
+    model.train(was_training)
+    loss, wrong = sums.tolist()
+    return loss / len(x), 100.0 * wrong / len(x)
+
+
+def prepare_data(cfg: TrainConfig, device) -> DeviceData:
+    return to_device(load_cifar10(cfg.data), device, train_subset=cfg.train_subset,
+                     test_subset=cfg.test_subset, val_size=cfg.val_size)
+
+
+def _save(obj, path: Path):
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _same_experiment(a: TrainConfig, b: TrainConfig) -> bool:
+    # The device and the path to the data may differ between machines; everything else defines the run.
+    ignore = {"device": "auto", "data": ""}
+    return dataclasses.replace(a, **ignore) == dataclasses.replace(b, **ignore)
+
+
+def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
+          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> dict:
+    """Train (or resume, or recognise as finished) the run ``cfg`` and return its metadata.
+
+    ``stop_at`` / ``time_limit`` (seconds) end the call at the first checkpoint
+    at or past that iteration / time, leaving a resumable run (status 'running').
+    """
+    cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
+    run_dir = Path(results_dir) / cfg.name
+    meta_path = run_dir / results.META_FILE
+    if meta_path.exists():
+        meta = results.read_meta(meta_path)
+        recorded = TrainConfig.from_dict(meta["config"])
+        if not _same_experiment(recorded, cfg):
+            raise RunConflict(f"{run_dir} holds a run with other settings; move it away or choose another results folder")
+        if meta["status"] == "finished":
+            return meta
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = prepare_data(cfg, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+
+    meta = {
+        "name": cfg.name, "status": "running", "config": cfg.to_dict(),
+        "data_source": data.source, "data_checksum": data.checksum,
+        "n_train": len(data.train_x), "n_val": 0 if data.val_x is None else len(data.val_x), "n_test": len(data.test_x),
+        "torch": torch.__version__, "device_name": _device_name(device), "git_commit": _git_commit(),
+        "parameters": count_parameters(model), "iterations_done": 0, "warmup_end": None if cfg.uses_warmup else 0,
+        "final_test_error": None, "best_test_error": None, "best_test_iteration": None,
+        "final_train_error": None, "wall_s": 0.0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
+    }
+    rows: list[dict] = []
+    warm_state = [0.0, 0.0]
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sampler.load_state_dict(ckpt["sampler"])
+        rows, meta["warmup_end"] = ckpt["rows"], ckpt["warmup_end"]
+        warm_state = ckpt["warm"]
+        meta["wall_s"], meta["started"] = ckpt["wall_s"], ckpt["started"]
+        meta["iterations_done"] = ckpt["iteration"]
+    results.write_meta(meta, meta_path)
+
+    it = meta["iterations_done"]
+    window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, wrong, images since the last row
+    warm = torch.tensor(warm_state, dtype=torch.float64, device=device)  # wrong, images since the last warm-up check
+    session_start = time.perf_counter()
+    wall_before = meta["wall_s"]
+    last_row_time, last_row_it = session_start, it
+    bar = _progress_bar(cfg.iterations, it, cfg.name, enabled=progress)
+    model.train()
+    while it < cfg.iterations:
+        lr = learning_rate(it, cfg, warming_up=meta["warmup_end"] is None)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = sampler.next()
+        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format)  # (B, 3, 32, 32)
+        y = data.train_y[idx]
+        with autocast(device, cfg.precision):
+            logits = model(x)  # (B, 10)
+            loss = F.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        wrong = (logits.argmax(1) != y).sum().double()
+        window += torch.stack([loss.detach().double() * len(y), wrong, wrong.new_tensor(len(y))])
+        it += 1
+        bar.update(1)
+
+        if meta["warmup_end"] is None:
+            warm += torch.stack([wrong, wrong.new_tensor(len(y))])
+            if it % cfg.warmup_check_every == 0 or it >= cfg.warmup_max_iterations:
+                wrong_w, seen_w = warm.tolist()  # one host sync per check, only during the warm-up
+                warm.zero_()
+                if 100 * wrong_w / seen_w < cfg.warmup_until_error or it >= cfg.warmup_max_iterations:
+                    meta["warmup_end"] = it
+
+        if it % cfg.eval_every and it != cfg.iterations:
+            continue
+        loss_sum, wrong_sum, seen = window.tolist()
+        window.zero_()
+        if not math.isfinite(loss_sum):
+            meta["status"] = "diverged"
+            results.write_meta(meta, meta_path)
+            bar.close()
+            last = rows[-1]["iteration"] if rows else 0
+            raise TrainingDiverged(
+                f"{cfg.name}: training loss became {loss_sum / seen} between iterations {last} and {it}; "
+                f"kept the rows so far in {run_dir / results.CSV_FILE} and the last good checkpoint {ckpt_path}")
+        test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
+        val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
+                               if data.val_x is not None else (None, None))
+        now = time.perf_counter()
+        rows.append({
+            "iteration": it, "epoch": it * cfg.batch_size / len(data.train_x), "lr": lr,
+            "train_loss": loss_sum / seen, "train_error": 100 * wrong_sum / seen,
+            "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
+            "elapsed_s": wall_before + now - session_start,
+            "images_per_s": (it - last_row_it) * cfg.batch_size / max(now - last_row_time, 1e-9),
+        })
+        last_row_time, last_row_it = time.perf_counter(), it
+        results.write_csv(rows, run_dir / results.CSV_FILE)
+        bar.set_postfix(train_err=f"{rows[-1]['train_error']:.2f}", test_err=f"{test_error:.2f}")
+        meta.update(iterations_done=it, wall_s=rows[-1]["elapsed_s"])
+
+        if it == cfg.iterations:
+            break
+        stopping = (stop_at is not None and it >= stop_at) or (
+            time_limit is not None and now - session_start >= time_limit)
+        if it % cfg.checkpoint_every == 0 or stopping:
+            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                   "rows": rows, "warmup_end": meta["warmup_end"], "warm": warm.tolist(), "iteration": it,
+                   "wall_s": meta["wall_s"], "started": meta["started"]}, ckpt_path)
+            results.write_meta(meta, meta_path)
+            if stopping:
+                bar.close()
+                return meta
+    bar.close()
+
+    weights = {k: v.float().contiguous() for k, v in model.state_dict().items()}
+    _save(weights, run_dir / results.WEIGHTS_FILE)
+    best = min(rows, key=lambda r: r["test_error"])
+    meta.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                final_test_error=rows[-1]["test_error"], final_train_error=rows[-1]["train_error"],
+                best_test_error=best["test_error"], best_test_iteration=best["iteration"])
+    results.write_meta(meta, meta_path)  # written last: its status marks the run complete
+    ckpt_path.unlink(missing_ok=True)
+    return meta
+
+
+def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="it", disable=not enabled, mininterval=1.0)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_weights(run_dir: str | Path, device="cpu"):
+    """The trained model of a finished run (eval mode), and its metadata."""
+    run_dir = Path(run_dir)
+    meta = results.read_meta(run_dir / results.META_FILE)
+    if meta["status"] != "finished":
+        raise ValueError(f"{run_dir}: run is {meta['status']}, not finished")
+    cfg = TrainConfig.from_dict(meta["config"])
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(run_dir / results.WEIGHTS_FILE, map_location=device, weights_only=True))
+    return model.to(device).eval(), meta
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
+    """Test error of a finished run's saved weights, on its own data source or on ``data``."""
+    dev = resolve_device(device)
+    model, meta = load_weights(run_dir, dev)
+    cfg = TrainConfig.from_dict(meta["config"])
+    if data is not None:
+        cfg = dataclasses.replace(cfg, data=data)
+    dd = prepare_data(cfg, dev)
+    loss, error = evaluate(model, dd.test_x, dd.test_y, cfg.precision)
+    return {"name": meta["name"], "data_source": dd.source, "data_checksum": dd.checksum, "test_loss": loss,
+            "test_error": error, "recorded_test_error": meta["final_test_error"],
+            "same_data": dd.checksum == meta["data_checksum"]}
+
+
+def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int = 1,
+          progress: bool = True) -> list[dict]:
+    """Train every config not yet finished in ``results_dir``; ``parallel`` > 1 runs that many at once
+    (separate processes, e.g. to fill one GPU with small networks). Returns each run's metadata."""
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate runs in the sweep: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    if parallel <= 1:
+        return [train(c, results_dir, progress=progress) for c in configs]
+    import subprocess
+    import sys
+
+    from .config import config_to_args
+
+    pending = [c for c in configs if not _is_finished(c, results_dir)]
+    running: list[tuple[TrainConfig, subprocess.Popen]] = []
+    failed = []
+    while pending or running:
+        while pending and len(running) < parallel:
+            c = pending.pop(0)
+            cmd = [sys.executable, "-m", "resnet", "train", "--results", str(results_dir), "--quiet", *config_to_args(c)]
+            running.append((c, subprocess.Popen(cmd)))
+        time.sleep(1.0)
+        for c, p in list(running):
+            if p.poll() is not None:
+                running.remove((c, p))
+                if p.returncode:
+                    failed.append(c.name)
+    if failed:
+        raise RuntimeError(f"runs failed: {', '.join(failed)} (see their output above and their run.json)")
+    return [results.read_meta(Path(results_dir) / c.name / results.META_FILE) for c in configs]
+
+
+def _is_finished(cfg: TrainConfig, results_dir) -> bool:
+    path = Path(results_dir) / cfg.name / results.META_FILE
+    return path.exists() and results.read_meta(path)["status"] == "finished"
+
+
+def pretrained(name: str, results_dir: str | Path | None = None, device="cpu"):
+    """A committed model by run name ('resnet56-seed0') or network ('resnet56', lowest seed), in eval mode."""
+    root = Path(results_dir) if results_dir is not None else Path(__file__).resolve().parent.parent / "results"
+    candidates = [root / name] if (root / name / results.META_FILE).exists() else sorted(
+        root.glob(f"{name}-seed*"), key=lambda p: int(p.name.rsplit("seed", 1)[1]))
+    finished = [p for p in candidates if (p / results.META_FILE).exists()
+                and results.read_meta(p / results.META_FILE)["status"] == "finished"]
+    if not finished:
+        available = sorted(p.parent.name for p in root.glob(f"*/{results.META_FILE}"))
+        raise FileNotFoundError(f"no finished run named {name!r} in {root}; available: {available or 'none'}")
+    return load_weights(finished[0], device)[0]
