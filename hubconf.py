@@ -6,7 +6,7 @@ otherwise a freshly initialised network is returned.
 dependencies = ["torch"]
 
 from resnet.models import CifarNet  # noqa: E402
-from resnet.train import pretrained as _pretrained  # noqa: E402
+from resnet.training import pretrained as _pretrained  # noqa: E402
 
 
 def _entry(net: str, depth: int):

@@ -17,7 +17,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip=()):
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
-        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + f" (default: {f.default})"
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata["help"].replace("%", "%%") + f" (default: {f.default})"
         if f.name == "warmup":
             group.add_argument(flag, choices=("auto", "on", "off"), default="auto", help=help_)
         elif isinstance(f.default, tuple):
@@ -72,19 +73,19 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "train":
-        from .train import train
+        from .training import train
 
         meta = train(_config(args), args.results, stop_at=args.stop_at, time_limit=args.time_limit, progress=not args.quiet)
         print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
               + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
     elif args.command == "sweep":
-        from .train import sweep
+        from .training import sweep
 
         configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
         for meta in sweep(configs, args.results, parallel=args.parallel, progress=not args.quiet):
             print(f"{meta['name']}: {meta['status']}, final test error {meta['final_test_error']}")
     elif args.command == "evaluate":
-        from .train import evaluate_run
+        from .training import evaluate_run
 
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))

@@ -103,7 +103,7 @@ def response_stds(run_dirs: list[str | Path], data: str | None = None, device: s
     import dataclasses
 
     from .config import TrainConfig
-    from .train import load_weights, prepare_data, resolve_device
+    from .training import load_weights, prepare_data, resolve_device
 
     dev = resolve_device(device)
     stds, used = {}, set()

@@ -161,3 +161,20 @@ def capture_responses(model: CifarNet):
     finally:
         for h in handles:
             h.remove()
+
+
+def from_peer_checkpoint(path) -> CifarNet:
+    """An option-A network holding the weights of an akamaster/pytorch_resnet_cifar10 checkpoint.
+
+    Those files hold {"best_prec1", "state_dict"} with 'module.' prefixes (DataParallel) and no
+    BN ``num_batches_tracked`` counters (older PyTorch); nothing else may differ.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
+    n = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
+    model = CifarNet(6 * n + 2, "A")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: not an option-A CIFAR ResNet checkpoint (missing {missing}, unexpected {unexpected})")
+    return model.eval()

@@ -94,7 +94,8 @@ def write_csv(rows: list[dict], path: Path):
     writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row[k] is None else repr(row[k]) if isinstance(row[k], float) else row[k]
+        # repr(float(...)) keeps every digit, also of numpy scalars (whose own repr is 'np.float64(...)')
+        writer.writerow({k: "" if row[k] is None else repr(float(row[k])) if isinstance(row[k], float) else row[k]
                          for k in CSV_COLUMNS})
     _write_atomic(buf.getvalue(), path)
 

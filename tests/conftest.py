@@ -1,0 +1,86 @@
+"""Shared fixtures: the JPEG stand-in data, tiny sources written on the fly, fast tiny runs."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from resnet import TrainConfig, load_cifar10, to_device
+from resnet.data import CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+JPEG_ARCHIVE = SHARED / "data" / "cifar10-jpeg.tar.gz"
+PEERS = SHARED / "peers"
+
+
+@pytest.fixture(scope="session")
+def jpeg() :
+    """The whole JPEG stand-in for CIFAR-10, decoded once (cached in .cache/)."""
+    if not JPEG_ARCHIVE.exists():
+        pytest.fail(f"{JPEG_ARCHIVE} is missing: the test suite needs ../shared/data beside the checkout")
+    return load_cifar10(str(JPEG_ARCHIVE))
+
+
+@pytest.fixture(scope="session")
+def small_data(jpeg):
+    """1,000 training and 500 test images of the real data on the CPU."""
+    return to_device(jpeg, "cpu", train_subset=1000, test_subset=500)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    """A depth-8 net, batch 32, a few dozen iterations: seconds on the CPU."""
+    base = dict(depth=8, batch_size=32, iterations=40, milestones=(20, 30), eval_every=10, checkpoint_every=10,
+                data=str(JPEG_ARCHIVE), train_subset=1000, test_subset=500, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def random_images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+
+
+def write_official(folder: Path, per_class_train: int = 2, per_class_test: int = 1) -> Path:
+    """A tiny folder in the official python format (cifar-10-batches-py)."""
+    folder.mkdir(parents=True)
+    labels_train = np.repeat(np.arange(10), per_class_train)
+    chunks = np.array_split(np.arange(len(labels_train)), 5)
+    x = random_images(len(labels_train))
+    for i, idx in enumerate(chunks, start=1):
+        data = x[idx].transpose(0, 3, 1, 2).reshape(len(idx), -1)
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": data, b"labels": labels_train[idx].tolist()}, f)
+    labels_test = np.repeat(np.arange(10), per_class_test)
+    xt = random_images(len(labels_test), seed=1).transpose(0, 3, 1, 2).reshape(len(labels_test), -1)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": xt, b"labels": labels_test.tolist()}, f)
+    return folder
+
+
+def write_tree(folder: Path, per_class: int = 1, fmt: str = "png", classes=CLASSES) -> Path:
+    """A tiny image tree {train,test}/<class>/<i>.<fmt> of random 32x32 RGB images."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c, name in enumerate(classes):
+            d = folder / split / name
+            d.mkdir(parents=True)
+            for i, img in enumerate(random_images(per_class, seed=c)):
+                Image.fromarray(img).save(d / f"{i:04d}.{fmt}")
+    return folder
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A fresh, empty cache folder (so tests of sources never read the shared cache)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("RESNET_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield

@@ -1,0 +1,248 @@
+"""Data: both source kinds, the cache, the paper's preprocessing and augmentation, and bad input."""
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from resnet import DataError, crop_flip, load_cifar10, random_crop_flip, to_device
+from resnet.data import CLASSES, PAD, BatchSampler, balanced_subset, validation_split
+
+from .conftest import random_images, write_official, write_tree
+
+
+# --- sources -------------------------------------------------------------------------------------
+
+def test_jpeg_stand_in_has_the_official_counts_and_classes(jpeg):
+    assert jpeg.train_x.shape == (50_000, 32, 32, 3) and jpeg.test_x.shape == (10_000, 32, 32, 3)
+    assert jpeg.train_x.dtype == np.uint8
+    assert np.bincount(jpeg.train_y).tolist() == [5000] * 10
+    assert np.bincount(jpeg.test_y).tolist() == [1000] * 10
+    assert jpeg.source == "cifar10-jpeg.tar.gz" and len(jpeg.checksum) == 64
+
+
+def test_official_format_is_read_exactly(tmp_path, isolated_cache):
+    folder = write_official(tmp_path / "cifar-10-batches-py")
+    ds = load_cifar10(str(folder))
+    assert ds.train_x.shape == (20, 32, 32, 3) and ds.test_x.shape == (10, 32, 32, 3)
+    # pixel (row 0, col 1) of image 0, green channel == byte 1024 + 1 of the row-major CHW record
+    assert np.array_equal(ds.train_x[:4], random_images(20)[:4])
+    assert ds.train_y.tolist() == np.repeat(np.arange(10), 2).tolist()
+    assert ds.source == "cifar-10-batches-py"
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "tar", "zip"])
+def test_image_tree_in_every_container(tmp_path, isolated_cache, kind):
+    tree = write_tree(tmp_path / "tree" / "cifar10-png", per_class=2)
+    if kind == "folder":
+        path = tree
+    elif kind == "zip":
+        path = tmp_path / "data.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for f in tree.rglob("*.png"):
+                z.write(f, f.relative_to(tree.parent).as_posix())
+    else:
+        path = tmp_path / f"data.{kind}"
+        with tarfile.open(path, "w:gz" if kind == "tar.gz" else "w") as t:
+            t.add(tree, arcname="cifar10-png")
+    ds = load_cifar10(str(path))
+    assert ds.train_x.shape == (20, 32, 32, 3)
+    assert ds.train_y.tolist() == np.repeat(np.arange(10), 2).tolist()
+    # PNG is lossless: pixels come back exactly, in class then file order
+    assert np.array_equal(ds.train_x[0], random_images(2, seed=0)[0])
+    assert np.array_equal(ds.test_x[19], random_images(2, seed=9)[1])
+
+
+def test_cache_is_used_and_keyed_by_source(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t", per_class=1)
+    first = load_cifar10(str(tree))
+    files = list(isolated_cache.glob("*.npz"))
+    assert len(files) == 1
+    second = load_cifar10(str(tree))
+    assert second.checksum == first.checksum and np.array_equal(second.train_x, first.train_x)
+    other = write_official(tmp_path / "o")
+    assert load_cifar10(str(other)).checksum != first.checksum
+    assert len(list(isolated_cache.glob("*.npz"))) == 2
+
+
+def test_data_setting_falls_back_to_environment(tmp_path, isolated_cache, monkeypatch):
+    tree = write_tree(tmp_path / "envtree", per_class=1)
+    monkeypatch.setenv("RESNET_DATA", str(tree))
+    assert load_cifar10("").source == "envtree"
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def test_missing_path(tmp_path, isolated_cache):
+    with pytest.raises(DataError, match="not found.*nowhere"):
+        load_cifar10(str(tmp_path / "nowhere"))
+
+
+def test_missing_class(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t", classes=CLASSES[:-1])
+    with pytest.raises(DataError, match="class.*truck"):
+        load_cifar10(str(tree))
+
+
+def test_wrong_layout(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t")
+    (tree / "train" / "cat" / "0000.png").rename(tree / "train" / "stray.png")
+    with pytest.raises(DataError, match="stray.png.*expected"):
+        load_cifar10(str(tree))
+
+
+def test_unknown_class_folder(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t")
+    (tree / "train" / "cat").rename(tree / "train" / "kitten")
+    with pytest.raises(DataError, match="kitten"):
+        load_cifar10(str(tree))
+
+
+@pytest.mark.parametrize("size, mode", [((28, 28), "RGB"), ((32, 32), "L"), ((32, 32), "RGBA")])
+def test_image_not_32x32_rgb(tmp_path, isolated_cache, size, mode):
+    from PIL import Image
+
+    tree = write_tree(tmp_path / "t")
+    Image.new(mode, size).save(tree / "test" / "dog" / "0000.png")
+    with pytest.raises(DataError, match="test/dog/0000.png.*not 32x32 RGB"):
+        load_cifar10(str(tree))
+
+
+def test_corrupt_image(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t")
+    (tree / "train" / "ship" / "0000.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="corrupt image.*ship/0000.png"):
+        load_cifar10(str(tree))
+
+
+def test_corrupt_archive(tmp_path, isolated_cache):
+    path = tmp_path / "broken.tar.gz"
+    path.write_bytes(b"\x1f\x8b\x08 this is not gzip data")
+    with pytest.raises(DataError, match="broken.tar.gz"):
+        load_cifar10(str(path))
+
+
+def test_corrupt_official_batch(tmp_path, isolated_cache):
+    folder = write_official(tmp_path / "o")
+    (folder / "data_batch_3").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="data_batch_3"):
+        load_cifar10(str(folder))
+
+
+def test_counts_other_than_official_need_an_explicit_subset(tmp_path, isolated_cache):
+    ds = load_cifar10(str(write_tree(tmp_path / "t", per_class=2)))
+    with pytest.raises(DataError, match="20 train images, expected 50000"):
+        to_device(ds, "cpu")
+    dd = to_device(ds, "cpu", train_subset=20, test_subset=10)
+    assert len(dd.train_x) == 20 and len(dd.test_x) == 10
+    with pytest.raises(DataError, match="needs 3 images of class airplane, found 2"):
+        to_device(ds, "cpu", train_subset=30, test_subset=10)
+
+
+# --- preprocessing -------------------------------------------------------------------------------
+
+def test_per_pixel_mean_is_subtracted(jpeg):
+    dd = to_device(jpeg, "cpu", train_subset=1000, test_subset=100)
+    assert dd.mean.shape == (3, 32, 32)
+    assert dd.train_x.mean(0).abs().max() < 1e-5  # the training images average to zero at every pixel
+    idx = balanced_subset(jpeg.train_y, 1000, "train")
+    raw = torch.from_numpy(jpeg.train_x[idx]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(dd.mean, raw.mean(0))
+    # mean per channel close to CIFAR-10's (../shared/data/README.md)
+    assert np.allclose(dd.mean.mean((1, 2)).numpy(), [0.491, 0.481, 0.445], atol=0.02)
+
+
+def test_balanced_subsets_and_stratified_validation_split(jpeg):
+    idx = balanced_subset(jpeg.train_y, 1000, "train")
+    assert np.bincount(jpeg.train_y[idx]).tolist() == [100] * 10
+    train, val = validation_split(jpeg.train_y, 5000, seed=0)
+    assert len(train) == 45_000 and len(val) == 5000 and not np.intersect1d(train, val).size
+    assert np.bincount(jpeg.train_y[val]).tolist() == [500] * 10
+    again = validation_split(jpeg.train_y, 5000, seed=0)[1]
+    assert np.array_equal(val, again)
+    dd = to_device(jpeg, "cpu", train_subset=1000, test_subset=100, val_size=100)
+    assert len(dd.train_x) == 900 and len(dd.val_x) == 100
+
+
+# --- augmentation --------------------------------------------------------------------------------
+
+def _numbered(B=6, C=3, H=32, W=32):
+    # strictly positive, distinct values so every output pixel can be traced back
+    return torch.arange(1, B * C * H * W + 1, dtype=torch.float32).reshape(B, C, H, W)
+
+
+@pytest.mark.parametrize("dx, dy", [(0, 0), (8, 8), (4, 4), (0, 8), (3, 6)])
+def test_crop_takes_the_window_of_the_zero_padded_image(dx, dy):
+    x = _numbered(B=1)
+    out = crop_flip(x, torch.tensor([dx]), torch.tensor([dy]), torch.tensor([False]))
+    padded = torch.nn.functional.pad(x, (PAD,) * 4)
+    assert torch.equal(out, padded[:, :, dy:dy + 32, dx:dx + 32])
+    # at offset 4 the crop is the original image; elsewhere the border is zeros
+    assert torch.equal(out, x) == (dx == dy == 4)
+    if dx == 0:
+        assert not out[..., :4].any()
+
+
+def test_flip_is_exact_mirror_of_the_crop():
+    x = _numbered(B=2)
+    dx, dy = torch.tensor([2, 7]), torch.tensor([5, 1])
+    plain = crop_flip(x, dx, dy, torch.tensor([False, False]))
+    flipped = crop_flip(x, dx, dy, torch.tensor([True, False]))
+    assert torch.equal(flipped[0], plain[0].flip(-1))
+    assert torch.equal(flipped[1], plain[1])
+
+
+def _recover_offsets(x, out):
+    """(dx, dy, flip) of each output by search (the values of x are distinct and positive)."""
+    found = []
+    for b in range(len(x)):
+        for dy in range(9):
+            for dx in range(9):
+                for flip in (False, True):
+                    cand = crop_flip(x[b:b + 1], torch.tensor([dx]), torch.tensor([dy]), torch.tensor([flip]))
+                    if torch.equal(cand[0], out[b]):
+                        found.append((dx, dy, flip))
+    return found
+
+
+def test_random_augmentation_is_per_sample_in_range_and_seeded():
+    x = _numbered(B=64, C=1)
+    g = torch.Generator().manual_seed(0)
+    out = random_crop_flip(x, g)
+    assert out.shape == x.shape
+    offsets = _recover_offsets(x, out)
+    assert len(offsets) == 64  # each output is exactly one crop (or flipped crop) of its own input
+    dxs, dys, flips = zip(*offsets)
+    assert min(dxs) >= 0 and max(dxs) <= 8 and min(dys) >= 0 and max(dys) <= 8
+    assert len(set(zip(dxs, dys))) > 20  # independent per sample, not one offset for the batch
+    assert 10 < sum(flips) < 54
+    again = random_crop_flip(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    assert not torch.equal(out, random_crop_flip(x, torch.Generator().manual_seed(1)))
+
+
+def test_augmentation_offsets_cover_0_to_8_uniformly():
+    x = torch.zeros(20_000, 1, 32, 32)
+    x[:, :, 0, 0] = 1.0  # one marked pixel: its position in the crop reveals the offset
+    out = random_crop_flip(x, torch.Generator().manual_seed(0))
+    rows, cols = (out[:, 0] == 1).nonzero()[:, 1:].T
+    dy = PAD - rows
+    assert set(dy.tolist()) <= set(range(0, 9))  # marked pixel visible when dy <= 4
+    counts = torch.bincount(rows, minlength=5)[:5].float()
+    assert (counts / counts.mean() - 1).abs().max() < 0.1
+    assert (cols < 5).sum() > 0 and (cols > 26).sum() > 0  # flipped and unflipped crops both occur
+
+
+def test_sampler_permutes_each_epoch_and_resumes_exactly():
+    g = torch.Generator().manual_seed(0)
+    s = BatchSampler(100, 32, g)
+    epoch = torch.cat([s.next() for _ in range(3)])
+    assert len(set(epoch.tolist())) == 96  # no repeats within an epoch; the remainder of 4 is skipped
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.state_dict().items()}
+    ahead = [s.next() for _ in range(5)]
+    s2 = BatchSampler(100, 32, torch.Generator())
+    s2.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(ahead, [s2.next() for _ in range(5)]))
+    with pytest.raises(DataError, match="batch size"):
+        BatchSampler(10, 32, g)

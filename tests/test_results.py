@@ -1,0 +1,225 @@
+"""Results files, the error table, Figures 6 and 7, the command line and torch.hub loading."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from resnet import (TrainConfig, build_model, error_table, format_table, layer_response_std, load_runs,
+                    plot_figure6, plot_figure7, pretrained)
+from resnet.cli import main
+from resnet.results import CSV_COLUMNS, META_FIELDS, ResultsError, read_csv, read_meta, write_csv, write_meta
+
+from .conftest import ROOT, tiny_config
+
+
+def fake_run(results, final_test, seed=0, iterations=4000, **cfg_kw):
+    """A finished run folder with a made-up, smoothly falling curve (fixture data, not a result)."""
+    cfg = TrainConfig(seed=seed, iterations=iterations, eval_every=1000, checkpoint_every=1000, **cfg_kw)
+    run_dir = results / cfg.name
+    run_dir.mkdir(parents=True)
+    its = np.arange(1000, iterations + 1, 1000)
+    test = final_test + 30 * np.exp(-its / 1000)
+    rows = [dict(iteration=int(i), epoch=i * 128 / 50_000, lr=0.1, train_loss=1.0, train_error=float(t - 2),
+                 test_loss=1.0, test_error=float(t), val_loss=None, val_error=None, elapsed_s=float(i) / 100,
+                 images_per_s=1000.0) for i, t in zip(its, test)]
+    write_csv(rows, run_dir / "log.csv")
+    model = build_model(cfg)
+    torch.save(model.state_dict(), run_dir / "weights.pt")
+    meta = {k: None for k in META_FIELDS} | dict(
+        name=cfg.name, status="finished", config=cfg.to_dict(), data_source="fixture", data_checksum="0" * 64,
+        n_train=50_000, n_val=0, n_test=10_000, torch=torch.__version__, device_name="none", git_commit="fixture",
+        parameters=sum(p.numel() for p in model.parameters()), iterations_done=iterations, warmup_end=0,
+        final_test_error=float(test[-1]), best_test_error=float(test.min()), best_test_iteration=int(its[-1]),
+        final_train_error=float(test[-1] - 2), wall_s=1.0, started="2026-01-01T00:00:00", finished="2026-01-01T00:01:00")
+    write_meta(meta, run_dir / "run.json")
+    return run_dir
+
+
+@pytest.fixture
+def fixture_results(tmp_path):
+    results = tmp_path / "results"
+    for depth, err in ((20, 9.0), (56, 13.0)):
+        fake_run(results, err, net="plain", depth=depth)
+    for depth, err in ((20, 8.5), (56, 7.0)):
+        fake_run(results, err, net="resnet", depth=depth)
+    for seed, err in ((1, 7.4), (2, 7.2)):
+        fake_run(results, err, net="resnet", depth=56, seed=seed)
+    fake_run(results, 8.0, net="resnet", depth=20, shortcut="B")
+    return results
+
+
+def test_error_table_from_fixture_results(fixture_results):
+    table = error_table(load_runs(fixture_results))
+    assert table["network"].tolist() == ["ResNet-20", "ResNet-20 (B)", "ResNet-56", "plain-20", "plain-56"]
+    row = table.set_index("network").loc["ResNet-56"]
+    assert row["seeds"] == 3 and row["params"] == 853_018
+    assert row["test error % (final)"] == f"{np.mean([7.0, 7.4, 7.2]) + 30 * np.exp(-4):.2f} ± 0.20"
+    assert row["paper"] == "6.97"
+    assert table.set_index("network").loc["plain-56", "paper"] == "13.20~"  # read off Fig. 6: approximate
+    assert table.set_index("network").loc["ResNet-20 (B)", "paper"] == ""
+    text = format_table(error_table(load_runs(fixture_results), peers=True))
+    assert "best epoch, test-picked" in text and "akamaster" in text
+    assert format_table(error_table([])) == "(no finished runs)"
+
+
+def test_figure6_from_fixture_results(fixture_results, tmp_path):
+    path = tmp_path / "assets" / "figure6.png"
+    fig = plot_figure6(load_runs(fixture_results), path)
+    assert path.stat().st_size > 10_000
+    plain, res = fig.axes
+    assert [l.get_label() for l in plain.get_lines() if not l.get_label().startswith("_")] == ["plain-20", "plain-56"]
+    assert plain.get_ylim() == (0, 20)
+    styles = {l.get_linestyle() for l in res.get_lines()}
+    assert styles == {"--", "-"}  # dashed training error, solid test error
+    assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(0.4)  # x in 1e4 iterations
+
+
+def test_figure6_third_panel_when_resnet1202_exists(fixture_results, tmp_path):
+    fake_run(fixture_results, 7.9, net="resnet", depth=1202)
+    fake_run(fixture_results, 6.5, net="resnet", depth=110)
+    fig = plot_figure6(load_runs(fixture_results))
+    assert len(fig.axes) == 3
+    assert [l.get_label() for l in fig.axes[2].get_lines() if not l.get_label().startswith("_")] == [
+        "ResNet-110", "ResNet-1202"]
+
+
+def test_figure7_from_tiny_models(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, 32, 32)
+    stds, models = {}, {}
+    for net in ("plain", "resnet"):
+        models[net] = build_model(tiny_config(net=net, depth=14))
+        stds[net] = layer_response_std(models[net], x, batch_size=20)
+        assert stds[net].shape == (13,) and (stds[net] > 0).all()
+    # batching does not change the statistic: compare with one pass over all images
+    from resnet import capture_responses
+
+    model = models["plain"]
+    with capture_responses(model) as captured, torch.no_grad():
+        model(x)
+    whole = np.array([r.double().std(unbiased=False).item() for r in captured[0]])
+    np.testing.assert_allclose(stds["plain"], whole, rtol=1e-6)
+    fig = plot_figure7(stds, tmp_path / "f7.png", note="64 random images (test fixture)")
+    assert (tmp_path / "f7.png").exists() and len(fig.axes) == 2
+    sorted_line = fig.axes[1].get_lines()[0].get_ydata()
+    assert (np.diff(sorted_line) <= 0).all()
+
+
+# --- schema validation -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda m: m.pop("data_source"), "data_source.*missing"),
+    (lambda m: m.update(parameters="many"), "parameters.*type"),
+    (lambda m: m.update(status="done"), "status"),
+    (lambda m: m.update(final_test_error=None), "final_test_error"),
+])
+def test_malformed_metadata_is_named(fixture_results, damage, match):
+    path = fixture_results / "resnet20-seed0" / "run.json"
+    meta = json.loads(path.read_text())
+    damage(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ResultsError, match=match):
+        load_runs(fixture_results)
+
+
+def test_unreadable_json_is_named(fixture_results):
+    path = fixture_results / "plain20-seed0" / "run.json"
+    path.write_text("{not json")
+    with pytest.raises(ResultsError, match="plain20-seed0/run.json.*not valid JSON"):
+        read_meta(path)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda t: t.replace("test_error", "test_err"), "columns"),
+    (lambda t: t.replace(",1.0,", ",abc,", 1), "non-number"),
+    (lambda t: t.replace(",1.0,", ",inf,", 1), "non-finite"),
+    (lambda t: t.splitlines()[0] + "\n", "no rows"),
+    (lambda t: "\n".join(t.splitlines()[:1] + t.splitlines()[1:][::-1]) + "\n", "increasing"),
+])
+def test_malformed_csv_is_named(fixture_results, edit, match):
+    path = fixture_results / "resnet56-seed0" / "log.csv"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(ResultsError, match=match):
+        read_csv(path)
+
+
+def test_finished_run_must_be_complete(fixture_results):
+    (fixture_results / "resnet56-seed1" / "weights.pt").unlink()
+    with pytest.raises(ResultsError, match="resnet56-seed1.*weights.pt"):
+        load_runs(fixture_results)
+
+
+def test_csv_round_trip_keeps_every_value():
+    import tempfile
+    from pathlib import Path
+
+    rows = [dict(iteration=10, epoch=0.1, lr=0.1, train_loss=1 / 3, train_error=50.0, test_loss=2 / 3,
+                 test_error=49.5, val_loss=None, val_error=None, elapsed_s=1.5, images_per_s=123.25)]
+    with tempfile.TemporaryDirectory() as d:
+        write_csv(rows, Path(d) / "log.csv")
+        back = read_csv(Path(d) / "log.csv").iloc[0]
+    assert back["train_loss"] == 1 / 3 and back["test_loss"] == 2 / 3 and np.isnan(back["val_error"])
+    assert list(CSV_COLUMNS)[:3] == ["iteration", "epoch", "lr"]
+
+
+# --- loading models the usual ways -----------------------------------------------------------------
+
+def test_pretrained_and_torch_hub_load_committed_style_runs(fixture_results):
+    model = pretrained("resnet56", fixture_results)  # the lowest seed
+    want = torch.load(fixture_results / "resnet56-seed0" / "weights.pt", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], want[k]) for k in want)
+    assert not model.training
+    with pytest.raises(FileNotFoundError, match="resnet110.*available"):
+        pretrained("resnet110", fixture_results)
+    hub = torch.hub.load(str(ROOT), "resnet56", source="local", pretrained=True, results_dir=fixture_results)
+    assert all(torch.equal(hub.state_dict()[k], want[k]) for k in want)
+    fresh = torch.hub.load(str(ROOT), "plain20", source="local")
+    assert fresh.shortcut is None and fresh.depth == 20
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+def test_cli_help_documents_every_setting(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--depth", "--net", "--shortcut", "--warmup", "--val-size", "--data", "--stop-at", "--precision"):
+        assert flag in out
+
+
+def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
+    figure = tmp_path / "f6.png"
+    assert main(["plot", "--results", str(fixture_results), "--figure", str(figure)]) == 0
+    out = capsys.readouterr().out
+    assert "ResNet-56" in out and "plain-20" in out and figure.exists()
+
+
+def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
+    cfg = tiny_config(iterations=20)
+    from resnet.config import config_to_args
+
+    args = [sys.executable, "-m", "resnet", "train", "--results", str(tmp_path), "--quiet", *config_to_args(cfg)]
+    first = subprocess.run(args + ["--stop-at", "10"], capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    assert "running at iteration 10" in first.stdout
+    second = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert "finished at iteration 20" in second.stdout
+    sweep = subprocess.run([sys.executable, "-m", "resnet", "sweep", "--results", str(tmp_path), "--quiet",
+                            "--depths", "8", "--nets", "plain", "resnet", "--parallel", "2",
+                            *[a for a in config_to_args(cfg) if a not in ("--depth", "8")]],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert sweep.returncode == 0, sweep.stderr
+    assert "plain8-seed0: finished" in sweep.stdout and "resnet8-seed0: finished" in sweep.stdout
+    report = subprocess.run([sys.executable, "-m", "resnet", "evaluate", str(tmp_path / "plain8-seed0"), "--device", "cpu"],
+                            capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(report.stdout)
+    assert result["test_error"] == result["recorded_test_error"]
+
+
+def test_cli_reports_bad_depth_clearly():
+    out = subprocess.run([sys.executable, "-m", "resnet", "train", "--depth", "21", "--iterations", "1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "depth must be 6n+2" in out.stderr
