@@ -23,10 +23,10 @@ def _curve_runs(runs: list[Run]) -> dict[tuple[str, int], Run]:
     return chosen
 
 
-def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""):
+def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = "", ylim=(0, 20)):
     """Plain nets left, ResNets middle, ResNet-110 vs 1202 right (when a 1202 run exists).
 
-    x: iterations (1e4); y: error (%), 0-20; dashed: training error, bold: test error.
+    x: iterations (1e4); y: error (%), 0-20 as in the paper; dashed: training error, bold: test error.
     """
     curves = _curve_runs(runs)
     panels = [("plain", [d for n, d in curves if n == "plain" and d != 110]),  # the paper leaves plain-110 out (>60%)
@@ -35,14 +35,15 @@ def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""
         panels.append(("resnet", [d for d in (110, 1202) if ("resnet", d) in curves]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (net, depths) in zip(axes[0], panels):
-        for depth in sorted(depths):
+        for i, depth in enumerate(sorted(depths)):
             run = curves[(net, depth)]
-            log, color = run.log, DEPTH_COLORS.get(depth, None)
+            log, color = run.log, DEPTH_COLORS.get(depth, f"C{i}")
             x = log["iteration"] / 1e4
             ax.plot(x, log["train_error"], "--", color=color, linewidth=1)
             ax.plot(x, log["test_error"], "-", color=color, linewidth=2, label=network_label(run.config))
-        ax.set_ylim(0, 20)
+        ax.set_ylim(*ylim)
         ax.set_xlabel("iter. (1e4)")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
         ax.grid(alpha=0.3)
         if depths:
             ax.legend(loc="upper right", fontsize=8)

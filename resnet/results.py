@@ -221,3 +221,34 @@ def format_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "(no finished runs)"
     return df.to_string(index=False)
+
+
+def findings(runs: list[Run]) -> list[str]:
+    """The paper's claims checked against finished option-A/plain runs (final errors, mean over seeds)."""
+    final: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for run in runs:
+        c = run.config
+        if (c["net"] == "plain" or c["shortcut"] == "A") and not c.get("val_size"):
+            final.setdefault((c["net"], c["depth"]), []).append(
+                (run.meta["final_test_error"], run.meta["final_train_error"]))
+    if not final:
+        return ["no finished runs to compare with the paper"]
+    mean = {k: (sum(t for t, _ in v) / len(v), sum(tr for _, tr in v) / len(v)) for k, v in final.items()}
+    lines = []
+    for (net, depth), (test, _) in sorted(mean.items()):
+        paper = PAPER_TEST_ERROR.get((net, depth))
+        label = f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
+        if paper is not None:
+            approx = " (read off Fig. 6)" if net == "plain" else ""
+            lines.append(f"{label}: {test:.2f}% vs paper {paper:.2f}%{approx}, {test - paper:+.2f} points")
+    for net, claim in (("plain", "deeper plain nets are worse (degradation)"), ("resnet", "deeper ResNets are better")):
+        depths = sorted(d for n, d in mean if n == net and d != 1202 and not (net == "plain" and d == 110))
+        if len(depths) < 2:
+            continue
+        for what, i in (("test", 0), ("training", 1)):
+            errors = [mean[(net, d)][i] for d in depths]
+            ordered = all(a < b for a, b in zip(errors, errors[1:])) if net == "plain" else all(
+                a > b for a, b in zip(errors, errors[1:]))
+            seq = ", ".join(f"{d}: {e:.2f}" for d, e in zip(depths, errors))
+            lines.append(f"{claim}, {what} error: {'holds' if ordered else 'does not hold'} ({seq})")
+    return lines

@@ -1,6 +1,7 @@
 """Shared fixtures: the JPEG stand-in data, tiny sources written on the fly, fast tiny runs."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from resnet.data import CLASSES
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-JPEG_ARCHIVE = SHARED / "data" / "cifar10-jpeg.tar.gz"
+# The tests train and check on real CIFAR-10 images: by default the JPEG stand-in beside the checkout.
+JPEG_ARCHIVE = Path(os.environ.get("RESNET_TEST_DATA", SHARED / "data" / "cifar10-jpeg.tar.gz")).resolve()
 PEERS = SHARED / "peers"
 
 
@@ -21,7 +23,7 @@ PEERS = SHARED / "peers"
 def jpeg() :
     """The whole JPEG stand-in for CIFAR-10, decoded once (cached in .cache/)."""
     if not JPEG_ARCHIVE.exists():
-        pytest.fail(f"{JPEG_ARCHIVE} is missing: the test suite needs ../shared/data beside the checkout")
+        pytest.fail(f"{JPEG_ARCHIVE} is missing: the tests need CIFAR-10 images (set RESNET_TEST_DATA)")
     return load_cifar10(str(JPEG_ARCHIVE))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import (TrainConfig, build_model, error_table, format_table, layer_response_std, load_runs,
+from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
                     plot_figure6, plot_figure7, pretrained)
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, META_FIELDS, ResultsError, read_csv, read_meta, write_csv, write_meta
@@ -223,3 +223,14 @@ def test_cli_reports_bad_depth_clearly():
     out = subprocess.run([sys.executable, "-m", "resnet", "train", "--depth", "21", "--iterations", "1"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "depth must be 6n+2" in out.stderr
+
+
+def test_findings_check_the_papers_claims(fixture_results):
+    lines = findings(load_runs(fixture_results))
+    assert "ResNet-20: 9.05% vs paper 8.75%, +0.30 points" in lines
+    assert any(l.startswith("deeper plain nets are worse (degradation), test error: holds") for l in lines)
+    assert any(l.startswith("deeper ResNets are better, test error: holds") for l in lines)
+    fake_run(fixture_results, 9.5, net="resnet", depth=32)  # worse than ResNet-20: the claim fails
+    lines = findings(load_runs(fixture_results))
+    assert any(l.startswith("deeper ResNets are better, test error: does not hold (20: 9.05, 32: 10.05") for l in lines)
+    assert findings([]) == ["no finished runs to compare with the paper"]

@@ -47,7 +47,7 @@ def finished_run(tmp_path_factory, small_data):
     return cfg, results, meta
 
 
-def test_a_short_real_run_learns_and_writes_valid_results(finished_run):
+def test_a_short_real_run_learns_and_writes_valid_results(finished_run, small_data):
     cfg, results, meta = finished_run
     run_dir = results / cfg.name
     assert meta["status"] == "finished" and read_meta(run_dir / "run.json") == meta
@@ -58,7 +58,7 @@ def test_a_short_real_run_learns_and_writes_valid_results(finished_run):
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
     assert meta["final_test_error"] < 85  # chance is 90%
     assert meta["final_test_error"] == log["test_error"].iloc[-1] and meta["best_test_error"] == log["test_error"].min()
-    assert meta["parameters"] == 97_216 * 1 - 21_926 and meta["data_source"] == "cifar10-jpeg.tar.gz"
+    assert meta["parameters"] == 97_216 * 1 - 21_926 and meta["data_source"] == small_data.source
     assert meta["n_train"] == 1000 and meta["n_test"] == 500 and meta["torch"] == torch.__version__
     assert TrainConfig.from_dict(meta["config"]) == cfg
     assert not (run_dir / "checkpoint.pt").exists()
