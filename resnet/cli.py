@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--figure", default="assets/figure6.png", help="where to save Figure 6")
     p.add_argument("--peers", action="store_true", help="add the peers' reported errors to the table")
+    p.add_argument("--shortcuts", type=int, metavar="DEPTH",
+                   help="also draw shortcut options A/B/C (and plain) at this depth to assets/shortcuts-DEPTH.png")
 
     p = sub.add_parser("figure7", help="std of layer responses on the test set for saved runs (Figure 7)")
     p.add_argument("runs", nargs="+", help="run folders, e.g. results/plain20-seed0 results/resnet20-seed0")
@@ -90,11 +92,15 @@ def main(argv=None) -> int:
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))
     elif args.command == "plot":
-        from .figures import plot_figure6
+        from .figures import plot_figure6, plot_shortcuts
         from .results import error_table, format_table, load_runs
 
         runs = load_runs(args.results)
         plot_figure6(runs, args.figure)
+        if args.shortcuts:
+            path = Path(args.figure).parent / f"shortcuts-{args.shortcuts}.png"
+            plot_shortcuts(runs, args.shortcuts, path)
+            print(f"shortcut comparison saved to {path}")
         print(format_table(error_table(runs, peers=args.peers)))
         print(f"Figure 6 saved to {args.figure}")
     elif args.command == "figure7":

@@ -333,5 +333,7 @@ class BatchSampler:
         return {"perm": self.perm, "pos": self.pos, "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict):
-        self.perm, self.pos = state["perm"], state["pos"]
-        self.generator.set_state(state["generator"])
+        perm = state["perm"]
+        self.perm = None if perm is None else perm.to(self.generator.device)
+        self.pos = state["pos"]
+        self.generator.set_state(state["generator"].cpu())

@@ -35,29 +35,53 @@ def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""
         panels.append(("resnet", [d for d in (110, 1202) if ("resnet", d) in curves]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
     for ax, (net, depths) in zip(axes[0], panels):
-        for i, depth in enumerate(sorted(depths)):
-            run = curves[(net, depth)]
-            log, color = run.log, DEPTH_COLORS.get(depth, f"C{i}")
-            x = log["iteration"] / 1e4
-            ax.plot(x, log["train_error"], "--", color=color, linewidth=1)
-            ax.plot(x, log["test_error"], "-", color=color, linewidth=2, label=network_label(run.config))
-        ax.set_ylim(*ylim)
-        ax.set_xlabel("iter. (1e4)")
-        ax.xaxis.set_major_locator(plt.MaxNLocator(5))
-        ax.grid(alpha=0.3)
-        if depths:
-            ax.legend(loc="upper right", fontsize=8)
-        else:
-            ax.text(0.5, 0.5, f"no finished {net} runs", ha="center", transform=ax.transAxes)
+        _draw_curves(ax, [(curves[(net, d)], DEPTH_COLORS.get(d, f"C{i}")) for i, d in enumerate(sorted(depths))],
+                     ylim, empty=f"no finished {net} runs")
     axes[0][0].set_ylabel("error (%)")
-    sources = sorted({r.meta["data_source"] for r in curves.values()})
-    fig.suptitle("CIFAR-10 (He et al. 2016, Fig. 6): dashed training error, bold test error"
-                 + (f" — data: {', '.join(sources)}" if sources else "") + (f" — {note}" if note else ""), fontsize=9)
+    _finish(fig, [r for r in curves.values()], "CIFAR-10 (He et al. 2016, Fig. 6): dashed training error, bold test error",
+            note, path)
+    return fig
+
+
+def plot_shortcuts(runs: list[Run], depth: int, path: str | Path | None = None, note: str = "", ylim=(0, 20)):
+    """Shortcut options A, B, C (and the plain net) at one depth, lowest seed each, drawn like Figure 6."""
+    chosen = {}
+    for run in sorted(runs, key=lambda r: r.config["seed"]):
+        c = run.config
+        if c["depth"] == depth and not c.get("val_size"):
+            chosen.setdefault("plain" if c["net"] == "plain" else c["shortcut"], run)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    _draw_curves(ax, [(chosen[k], f"C{i}") for i, k in enumerate(("plain", "A", "B", "C")) if k in chosen], ylim,
+                 empty=f"no finished depth-{depth} runs", with_params=True)
+    ax.set_ylabel("error (%)")
+    _finish(fig, list(chosen.values()), f"Shortcut options at depth {depth}: dashed training, bold test error", note, path)
+    return fig
+
+
+def _draw_curves(ax, runs_and_colors: list[tuple[Run, str]], ylim, empty: str, with_params: bool = False):
+    for run, color in runs_and_colors:
+        x = run.log["iteration"] / 1e4
+        ax.plot(x, run.log["train_error"], "--", color=color, linewidth=1)
+        ax.plot(x, run.log["test_error"], "-", color=color, linewidth=2,
+                label=network_label(run.config) + (f" ({run.meta['parameters']:,} params)" if with_params else ""))
+    ax.set_ylim(*ylim)
+    ax.set_xlabel("iter. (1e4)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.grid(alpha=0.3)
+    if runs_and_colors:
+        ax.legend(loc="upper right", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", transform=ax.transAxes)
+
+
+def _finish(fig, runs: list[Run], title: str, note: str, path):
+    sources = sorted({r.meta["data_source"] for r in runs})
+    fig.suptitle(title + (f" — data: {', '.join(sources)}" if sources else "") + (f" — {note}" if note else ""),
+                 fontsize=9)
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120)
-    return fig
 
 
 @torch.inference_mode()

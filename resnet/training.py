@@ -130,10 +130,11 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
     }
     rows: list[dict] = []
-    warm_state = [0.0, 0.0]
+    warm_state = 0.0
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        # loaded on the CPU: a generator's state must stay a CPU tensor whatever its device
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict(ckpt["sampler"])
@@ -144,8 +145,10 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     results.write_meta(meta, meta_path)
 
     it = meta["iterations_done"]
-    window = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, wrong, images since the last row
-    warm = torch.tensor(warm_state, dtype=torch.float64, device=device)  # wrong, images since the last warm-up check
+    # Metrics stay on the device and are read only at evaluation points (and warm-up checks); image counts
+    # are known on the host, so nothing in the loop waits for the GPU.
+    window = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
+    warm = torch.tensor(warm_state, dtype=torch.float64, device=device)  # wrong since the last warm-up check
     session_start = time.perf_counter()
     wall_before = meta["wall_s"]
     last_row_time, last_row_it = session_start, it
@@ -165,21 +168,23 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
         loss.backward()
         optimizer.step()
         wrong = (logits.argmax(1) != y).sum().double()
-        window += torch.stack([loss.detach().double() * len(y), wrong, wrong.new_tensor(len(y))])
+        window += torch.stack([loss.detach().double() * len(y), wrong])
         it += 1
         bar.update(1)
 
         if meta["warmup_end"] is None:
-            warm += torch.stack([wrong, wrong.new_tensor(len(y))])
+            warm += wrong
             if it % cfg.warmup_check_every == 0 or it >= cfg.warmup_max_iterations:
-                wrong_w, seen_w = warm.tolist()  # one host sync per check, only during the warm-up
+                seen_w = (it - 1) % cfg.warmup_check_every + 1  # iterations since the last check
+                wrong_w = warm.item()  # one host sync per check, only during the warm-up
                 warm.zero_()
-                if 100 * wrong_w / seen_w < cfg.warmup_until_error or it >= cfg.warmup_max_iterations:
+                if 100 * wrong_w / (seen_w * cfg.batch_size) < cfg.warmup_until_error or it >= cfg.warmup_max_iterations:
                     meta["warmup_end"] = it
 
         if it % cfg.eval_every and it != cfg.iterations:
             continue
-        loss_sum, wrong_sum, seen = window.tolist()
+        loss_sum, wrong_sum = window.tolist()
+        seen = (it - last_row_it) * cfg.batch_size
         window.zero_()
         if not math.isfinite(loss_sum):
             meta["status"] = "diverged"
@@ -211,7 +216,7 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
             time_limit is not None and now - session_start >= time_limit)
         if it % cfg.checkpoint_every == 0 or stopping:
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                   "rows": rows, "warmup_end": meta["warmup_end"], "warm": warm.tolist(), "iteration": it,
+                   "rows": rows, "warmup_end": meta["warmup_end"], "warm": warm.item(), "iteration": it,
                    "wall_s": meta["wall_s"], "started": meta["started"]}, ckpt_path)
             results.write_meta(meta, meta_path)
             if stopping:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
-                    plot_figure6, plot_figure7, pretrained)
+                    plot_figure6, plot_figure7, plot_shortcuts, pretrained)
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, META_FIELDS, ResultsError, read_csv, read_meta, write_csv, write_meta
 
@@ -192,9 +192,10 @@ def test_cli_help_documents_every_setting(capsys):
 
 def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
     figure = tmp_path / "f6.png"
-    assert main(["plot", "--results", str(fixture_results), "--figure", str(figure)]) == 0
+    assert main(["plot", "--results", str(fixture_results), "--figure", str(figure), "--shortcuts", "20"]) == 0
     out = capsys.readouterr().out
     assert "ResNet-56" in out and "plain-20" in out and figure.exists()
+    assert (tmp_path / "shortcuts-20.png").exists()
 
 
 def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
@@ -234,3 +235,14 @@ def test_findings_check_the_papers_claims(fixture_results):
     lines = findings(load_runs(fixture_results))
     assert any(l.startswith("deeper ResNets are better, test error: does not hold (20: 9.05, 32: 10.05") for l in lines)
     assert findings([]) == ["no finished runs to compare with the paper"]
+
+
+def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
+    fake_run(fixture_results, 7.8, net="resnet", depth=20, shortcut="C")
+    runs = load_runs(fixture_results)
+    fig = plot_shortcuts(runs, 20, tmp_path / "shortcuts.png")
+    labels = [l.get_label() for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")]
+    assert labels == ["plain-20 (269,722 params)", "ResNet-20 (269,722 params)", "ResNet-20 (B) (272,474 params)",
+                      "ResNet-20 (C) (283,962 params)"]
+    table = error_table(runs).set_index("network")
+    assert table.loc["ResNet-20 (C)", "params"] == 283_962 and table.loc["ResNet-20 (B)", "params"] == 272_474

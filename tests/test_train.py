@@ -134,3 +134,14 @@ def test_sweep_trains_what_is_missing_and_refuses_duplicates(tmp_path):
     assert mtimes == [(tmp_path / n / "weights.pt").stat().st_mtime_ns for n in names]
     with pytest.raises(ValueError, match="duplicate"):
         sweep([configs[0], configs[0]], tmp_path)
+
+
+def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path):
+    cfg = tiny_config(val_size=100, iterations=20)
+    meta = train(cfg, tmp_path, progress=False)
+    assert cfg.name == "resnet8-val100-seed0" and meta["n_train"] == 900 and meta["n_val"] == 100
+    assert meta["config"]["val_size"] == 100
+    log = read_csv(tmp_path / cfg.name / "log.csv")
+    assert log["val_error"].notna().all() and log["val_error"].between(0, 100).all()
+    # the default protocol has no validation columns filled
+    assert TrainConfig().val_size == 0

@@ -1,0 +1,48 @@
+"""How far the JPEG stand-in sits from official CIFAR-10: the peer's networks (trained on the official
+images) evaluated on the whole JPEG test set, with their own ImageNet normalisation.
+
+    python -m benchmarks.peer_on_jpeg [--data ../shared/data/cifar10-jpeg.tar.gz] [--out benchmarks/peer_on_jpeg.md]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from resnet import from_peer_checkpoint, load_cifar10
+
+from .common import environment, markdown_table
+
+PEERS = Path(__file__).resolve().parent.parent.parent / "shared" / "peers"
+REPORTED = {"akamaster-resnet20.th": 8.27, "akamaster-resnet56.th": 6.61}  # official test set, their README
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(PEERS.parent / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--out", default="benchmarks/peer_on_jpeg.md")
+    args = p.parse_args(argv)
+    ds = load_cifar10(args.data)
+    x = torch.from_numpy(ds.test_x).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    y = torch.from_numpy(ds.test_y)
+    rows = []
+    for name, reported in REPORTED.items():
+        model = from_peer_checkpoint(PEERS / name)
+        with torch.inference_mode():
+            wrong = sum((model(x[i:i + 1000]).argmax(1) != y[i:i + 1000]).sum().item() for i in range(0, len(x), 1000))
+        rows.append({"weights": name, "reported error % (official test set)": reported,
+                     f"measured error % ({ds.source}, {len(x)} images)": f"{100 * wrong / len(x):.2f}"})
+    env = environment("cpu")
+    text = (f"# Peer weights on the JPEG stand-in test set\n\n{markdown_table(rows)}\n\n"
+            f"Measured by `python -m benchmarks.peer_on_jpeg` on {env['device']}, torch {env['torch']}, "
+            f"{env['date']}, commit {env['git_commit']}; data {ds.source} (sha256 of decoded arrays "
+            f"{ds.checksum[:16]}...). The peer normalises with the ImageNet mean/std, so that is used here.\n")
+    Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
