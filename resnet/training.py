@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import results
 from .config import TrainConfig
-from .data import BatchSampler, DeviceData, load_cifar10, random_crop_flip, resolve_source, to_device
+from .data import BatchSampler, DeviceData, load_cifar10, random_crop_flip, resolve_source, source_name, to_device
 from .models import build_model, count_parameters
 
 
@@ -81,9 +81,11 @@ def _save(obj, path: Path):
 
 
 def _same_experiment(a: TrainConfig, b: TrainConfig) -> bool:
-    # The device and the path to the data may differ between machines; everything else defines the run.
+    # The device and the folder holding the data may differ between machines; the data's name may not
+    # (official vs the JPEG stand-in), nor any other setting.
     ignore = {"device": "auto", "data": ""}
-    return dataclasses.replace(a, **ignore) == dataclasses.replace(b, **ignore)
+    return (source_name(a.data) == source_name(b.data)
+            and dataclasses.replace(a, **ignore) == dataclasses.replace(b, **ignore))
 
 
 def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
@@ -275,7 +277,10 @@ def load_weights(run_dir: str | Path, device="cpu"):
 
 
 def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
-    """Test error of a finished run's saved weights, on its own data source or on ``data``."""
+    """Test error of a finished run's saved weights, on its own data source or on ``data``.
+
+    The per-pixel mean is that of the evaluated source's training images (the same as in training when the
+    source is the run's own)."""
     dev = resolve_device(device)
     model, meta = load_weights(run_dir, dev)
     cfg = TrainConfig.from_dict(meta["config"])

@@ -73,6 +73,10 @@ def test_a_finished_run_is_not_retrained(finished_run, small_data):
     assert (results / cfg.name / "weights.pt").stat().st_mtime_ns == stamp
     with pytest.raises(RunConflict, match="other settings"):
         train(dataclasses.replace(cfg, lr=0.05), results, data=small_data, progress=False)
+    with pytest.raises(RunConflict, match="other settings"):  # same settings, other data
+        train(dataclasses.replace(cfg, data="official"), results, data=small_data, progress=False)
+    moved = dataclasses.replace(cfg, data="/elsewhere/" + cfg.data.rsplit("/", 1)[1], device="auto")
+    assert train(moved, results, data=small_data, progress=False) == meta  # same data, another machine's path
 
 
 def test_evaluation_reproduces_the_recorded_test_error(finished_run):
