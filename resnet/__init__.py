@@ -13,8 +13,7 @@ from .training import (RunConflict, TrainingDiverged, evaluate, evaluate_run, le
 __all__ = [
     "TrainConfig", "CLASSES", "Cifar10", "DataError", "DeviceData", "crop_flip", "load_cifar10",
     "random_crop_flip", "to_device", "layer_response_std", "plot_figure6", "plot_figure7", "plot_shortcuts",
-    "response_stds",
-    "CifarNet", "build_model", "capture_responses", "count_parameters", "from_peer_checkpoint", "ResultsError", "error_table", "findings",
-    "format_table", "load_runs", "RunConflict", "TrainingDiverged", "evaluate", "evaluate_run",
+    "response_stds", "CifarNet", "build_model", "capture_responses", "count_parameters", "from_peer_checkpoint",
+    "ResultsError", "error_table", "findings", "format_table", "load_runs", "RunConflict", "TrainingDiverged", "evaluate", "evaluate_run",
     "learning_rate", "load_weights", "pretrained", "sweep", "train",
 ]

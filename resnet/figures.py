@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .models import CifarNet, capture_responses
-from .results import Run, network_label
+from .results import Run, network_label, paper_protocol
 
 DEPTH_COLORS = {20: "tab:olive", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "black", 1202: "tab:purple"}
 
@@ -17,9 +17,8 @@ def _curve_runs(runs: list[Run]) -> dict[tuple[str, int], Run]:
     """One run per (net, depth) for the curves: option A, no validation split, lowest seed."""
     chosen = {}
     for run in sorted(runs, key=lambda r: r.config["seed"]):
-        c = run.config
-        if (c["net"] == "plain" or c["shortcut"] == "A") and not c.get("val_size"):
-            chosen.setdefault((c["net"], c["depth"]), run)
+        if paper_protocol(run.config):
+            chosen.setdefault((run.config["net"], run.config["depth"]), run)
     return chosen
 
 

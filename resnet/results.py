@@ -173,6 +173,11 @@ PEER_TEST_ERROR = {
 }
 
 
+def paper_protocol(config: dict) -> bool:
+    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, trained on all training images."""
+    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size")
+
+
 def network_label(config: dict) -> str:
     if config["net"] == "plain":
         label = f"plain-{config['depth']}"
@@ -196,7 +201,7 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
     for key in sorted(groups):
         group = groups[key]
         c = group[0].config
-        paper = PAPER_TEST_ERROR.get((c["net"], c["depth"])) if c["shortcut"] == "A" or c["net"] == "plain" else None
+        paper = PAPER_TEST_ERROR.get((c["net"], c["depth"])) if paper_protocol(c) else None
         record = {
             "network": network_label(c),
             "params": group[0].meta["parameters"],
@@ -228,7 +233,7 @@ def findings(runs: list[Run]) -> list[str]:
     final: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for run in runs:
         c = run.config
-        if (c["net"] == "plain" or c["shortcut"] == "A") and not c.get("val_size"):
+        if paper_protocol(c):
             final.setdefault((c["net"], c["depth"]), []).append(
                 (run.meta["final_test_error"], run.meta["final_train_error"]))
     if not final:

@@ -20,7 +20,7 @@ PEERS = SHARED / "peers"
 
 
 @pytest.fixture(scope="session")
-def jpeg() :
+def jpeg():
     """The whole JPEG stand-in for CIFAR-10, decoded once (cached in .cache/)."""
     if not JPEG_ARCHIVE.exists():
         pytest.fail(f"{JPEG_ARCHIVE} is missing: the tests need CIFAR-10 images (set RESNET_TEST_DATA)")
