@@ -27,7 +27,8 @@
 # (the best epoch is shown too, labelled, since peers report it).
 #
 # This notebook holds settings, calls, figures and tables only; everything it computes lives in `resnet/` and is
-# tested there. Run top to bottom, it trains only the runs missing from `results/`. With `RESNET_QUICK=1` (CI) it
+# tested there. Run top to bottom, it trains only the runs missing from `results/`; to train on another data source than the
+# committed runs', point `RESNET_RESULTS` at another folder (a run of the same name on other data is refused). With `RESNET_QUICK=1` (CI) it
 # instead trains two tiny networks on a data subset on the CPU, into a temporary folder, and re-plots the committed
 # results.
 
@@ -40,13 +41,13 @@ import resnet
 
 QUICK = os.environ.get("RESNET_QUICK") == "1"  # CI: tiny real runs on a data subset, on the CPU
 DATA = os.environ.get("RESNET_DATA", "")  # "" = official CIFAR-10 (downloaded); or a path, e.g. ../shared/data/cifar10-jpeg.tar.gz
-COMMITTED = "results"  # the study: Figure 6 and the tables are drawn from here
+STUDY = os.environ.get("RESNET_RESULTS", "results")  # the study, drawn from here: committed, or yours on other data
 DEPTHS, NETS, SEEDS = [20, 32, 44, 56, 110], ["plain", "resnet"], [0]
 VAL_SIZE = 0  # 0: the paper's reported protocol (train on 50k, report test error); 5000: its 45k/5k split
 PARALLEL = 1  # runs at once (separate processes), to fill one GPU with small networks
 base = resnet.TrainConfig(data=DATA, val_size=VAL_SIZE, device="auto")  # all other settings: the paper's
 
-RESULTS = COMMITTED
+RESULTS = STUDY
 if QUICK:
     RESULTS, DEPTHS = tempfile.mkdtemp(prefix="resnet-quick-"), [8]
     base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
@@ -71,7 +72,7 @@ for m in metas:
 # read from the runs' metadata.
 
 # %%
-runs = resnet.load_runs(COMMITTED)
+runs = resnet.load_runs(STUDY)
 print("committed runs:", ", ".join(r.meta["name"] for r in runs) or "none yet")
 print("trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in runs})) or "-")
 

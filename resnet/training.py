@@ -80,12 +80,32 @@ def _save(obj, path: Path):
     os.replace(tmp, path)
 
 
-def _same_experiment(a: TrainConfig, b: TrainConfig) -> bool:
+def _differences(recorded: TrainConfig, requested: TrainConfig) -> list[str]:
     # The device and the folder holding the data may differ between machines; the data's name may not
     # (official vs the JPEG stand-in), nor any other setting.
-    ignore = {"device": "auto", "data": ""}
-    return (source_name(a.data) == source_name(b.data)
-            and dataclasses.replace(a, **ignore) == dataclasses.replace(b, **ignore))
+    diffs = [] if source_name(recorded.data) == source_name(requested.data) else [
+        f"data {source_name(recorded.data)!r} (asked for {source_name(requested.data)!r})"]
+    for field in dataclasses.fields(TrainConfig):
+        was, asked = getattr(recorded, field.name), getattr(requested, field.name)
+        if field.name not in ("device", "data") and was != asked:
+            diffs.append(f"{field.name} {was!r} (asked for {asked!r})")
+    return diffs
+
+
+def finished_meta(cfg: TrainConfig, results_dir: str | Path) -> dict | None:
+    """The metadata of ``cfg``'s finished run in ``results_dir``, or None when it is missing or unfinished.
+
+    Raises RunConflict when the folder holds a run of that name with other settings or other data.
+    """
+    meta_path = Path(results_dir) / cfg.name / results.META_FILE
+    if not meta_path.exists():
+        return None
+    meta = results.read_meta(meta_path)
+    diffs = _differences(TrainConfig.from_dict(meta["config"]), cfg)
+    if diffs:
+        raise RunConflict(f"{meta_path.parent} holds a run with other settings: {'; '.join(diffs)}. "
+                          "Move it away or choose another results folder")
+    return meta if meta["status"] == "finished" else None
 
 
 def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
@@ -98,13 +118,9 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
     run_dir = Path(results_dir) / cfg.name
     meta_path = run_dir / results.META_FILE
-    if meta_path.exists():
-        meta = results.read_meta(meta_path)
-        recorded = TrainConfig.from_dict(meta["config"])
-        if not _same_experiment(recorded, cfg):
-            raise RunConflict(f"{run_dir} holds a run with other settings; move it away or choose another results folder")
-        if meta["status"] == "finished":
-            return meta
+    finished = finished_meta(cfg, results_dir)
+    if finished is not None:
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
 
     device = resolve_device(cfg.device)
@@ -300,6 +316,8 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     names = [c.name for c in configs]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate runs in the sweep: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    # Every conflict with the results folder is reported before anything trains.
+    pending = [c for c in configs if finished_meta(c, results_dir) is None]
     if parallel <= 1:
         return [train(c, results_dir, progress=progress) for c in configs]
     import subprocess
@@ -307,7 +325,6 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
 
     from .config import config_to_args
 
-    pending = [c for c in configs if not _is_finished(c, results_dir)]
     running: list[tuple[TrainConfig, subprocess.Popen]] = []
     failed = []
     while pending or running:
@@ -324,11 +341,6 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     if failed:
         raise RuntimeError(f"runs failed: {', '.join(failed)} (see their output above and their run.json)")
     return [results.read_meta(Path(results_dir) / c.name / results.META_FILE) for c in configs]
-
-
-def _is_finished(cfg: TrainConfig, results_dir) -> bool:
-    path = Path(results_dir) / cfg.name / results.META_FILE
-    return path.exists() and results.read_meta(path)["status"] == "finished"
 
 
 def pretrained(name: str, results_dir: str | Path | None = None, device="cpu"):

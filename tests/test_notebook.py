@@ -27,8 +27,12 @@ def test_notebook_is_paired_with_its_percent_script():
         "main.py and main.ipynb differ: run `make sync` (jupytext --sync main.ipynb) after editing either")
 
 
-def settings(monkeypatch, quick: bool) -> dict:
+def settings(monkeypatch, quick: bool, results: str | None = None) -> dict:
     """The namespace left by the notebook's settings cell (its first code cell), run here."""
+    if results is None:
+        monkeypatch.delenv("RESNET_RESULTS", raising=False)
+    else:
+        monkeypatch.setenv("RESNET_RESULTS", results)
     if quick:
         monkeypatch.setenv("RESNET_QUICK", "1")
     else:
@@ -56,11 +60,16 @@ def test_full_mode_sweeps_the_papers_ten_networks_into_results(monkeypatch, caps
     assert "10 runs of 64000 iterations, batch 128" in capsys.readouterr().out
 
 
+def test_results_can_move_for_a_study_on_other_data(monkeypatch, capsys):
+    ns = settings(monkeypatch, quick=False, results="results-official")
+    assert ns["RESULTS"] == ns["STUDY"] == "results-official"
+
+
 def test_quick_mode_trains_into_a_temporary_folder_never_results(monkeypatch):
     ns = settings(monkeypatch, quick=True)
     try:
         assert Path(ns["RESULTS"]).resolve() != (ROOT / "results").resolve()
-        assert ns["COMMITTED"] == "results"
+        assert ns["STUDY"] == "results"
         assert all(c.device == "cpu" and c.iterations < 100 for c in ns["configs"])
     finally:
         os.rmdir(ns["RESULTS"])

@@ -71,9 +71,9 @@ def test_a_finished_run_is_not_retrained(finished_run, small_data):
     stamp = (results / cfg.name / "weights.pt").stat().st_mtime_ns
     assert train(cfg, results, data=small_data, progress=False) == meta
     assert (results / cfg.name / "weights.pt").stat().st_mtime_ns == stamp
-    with pytest.raises(RunConflict, match="other settings"):
+    with pytest.raises(RunConflict, match=r"other settings: lr 0\.1 \(asked for 0\.05\)"):
         train(dataclasses.replace(cfg, lr=0.05), results, data=small_data, progress=False)
-    with pytest.raises(RunConflict, match="other settings"):  # same settings, other data
+    with pytest.raises(RunConflict, match=f"other settings: data '{meta['data_source']}' \\(asked for 'official'\\)"):
         train(dataclasses.replace(cfg, data="official"), results, data=small_data, progress=False)
     moved = dataclasses.replace(cfg, data="/elsewhere/" + cfg.data.rsplit("/", 1)[1], device="auto")
     assert train(moved, results, data=small_data, progress=False) == meta  # same data, another machine's path
@@ -149,3 +149,12 @@ def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path):
     assert log["val_error"].notna().all() and log["val_error"].between(0, 100).all()
     # the default protocol has no validation columns filled
     assert TrainConfig().val_size == 0
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_sweep_reports_a_conflict_before_training_anything(finished_run, parallel):
+    cfg, results, _ = finished_run
+    missing = dataclasses.replace(cfg, seed=7)
+    with pytest.raises(RunConflict, match=f"{cfg.name} holds a run with other settings: data"):
+        sweep([missing, dataclasses.replace(cfg, data="official")], results, parallel=parallel, progress=False)
+    assert not (results / missing.name).exists()
