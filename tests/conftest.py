@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import TrainConfig, load_cifar10, to_device
+from resnet import TrainConfig, build_model, load_cifar10, to_device
 from resnet.data import CLASSES
+from resnet.results import META_FIELDS, write_csv, write_meta
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -38,6 +39,31 @@ def tiny_config(**kw) -> TrainConfig:
     base = dict(depth=8, batch_size=32, iterations=40, milestones=(20, 30), eval_every=10, checkpoint_every=10,
                 data=str(JPEG_ARCHIVE), train_subset=1000, test_subset=500, device="cpu")
     return TrainConfig(**{**base, **kw})
+
+
+def fake_run(results, final_test, seed=0, iterations=4000, config: TrainConfig | None = None, **cfg_kw):
+    """A finished run folder with a made-up, smoothly falling curve (fixture data, not a result), for ``config``
+    or a short run of the given settings."""
+    cfg = config or TrainConfig(seed=seed, iterations=iterations, eval_every=1000, checkpoint_every=1000, **cfg_kw)
+    iterations = cfg.iterations
+    run_dir = results / cfg.name
+    run_dir.mkdir(parents=True)
+    its = np.arange(1000, iterations + 1, 1000)
+    test = final_test + 30 * np.exp(-its / 1000)
+    rows = [dict(iteration=int(i), epoch=i * 128 / 50_000, lr=0.1, train_loss=1.0, train_error=float(t - 2),
+                 test_loss=1.0, test_error=float(t), val_loss=None, val_error=None, elapsed_s=float(i) / 100,
+                 images_per_s=1000.0) for i, t in zip(its, test)]
+    write_csv(rows, run_dir / "log.csv")
+    model = build_model(cfg)
+    torch.save(model.state_dict(), run_dir / "weights.pt")
+    meta = {k: None for k in META_FIELDS} | dict(
+        name=cfg.name, status="finished", config=cfg.to_dict(), data_source="fixture", data_checksum="0" * 64,
+        n_train=50_000, n_val=0, n_test=10_000, torch=torch.__version__, device_name="none", git_commit="fixture",
+        parameters=sum(p.numel() for p in model.parameters()), iterations_done=iterations, warmup_end=0,
+        final_test_error=float(test[-1]), best_test_error=float(test.min()), best_test_iteration=int(its[-1]),
+        final_train_error=float(test[-1] - 2), wall_s=1.0, started="2026-01-01T00:00:00", finished="2026-01-01T00:01:00")
+    write_meta(meta, run_dir / "run.json")
+    return run_dir
 
 
 def random_images(n: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""main.ipynb: its reviewable text twin is in sync, and its full-mode settings are the paper's study.
+"""main.ipynb: its text twin is in sync, its full mode sweeps the paper's study, and over a finished study it
+trains nothing and redraws the figure and tables.
 
 The notebook's outputs are checked by nbval (see the Makefile); these tests cover what nbval cannot see.
 """
@@ -11,6 +12,8 @@ import pytest
 
 import resnet
 from resnet.results import paper_protocol
+
+from .conftest import JPEG_ARCHIVE, fake_run
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK, TEXT = ROOT / "main.ipynb", ROOT / "main.py"
@@ -27,21 +30,25 @@ def test_notebook_is_paired_with_its_percent_script():
         "main.py and main.ipynb differ: run `make sync` (jupytext --sync main.ipynb) after editing either")
 
 
-def settings(monkeypatch, quick: bool, results: str | None = None) -> dict:
-    """The namespace left by the notebook's settings cell (its first code cell), run here."""
-    if results is None:
-        monkeypatch.delenv("RESNET_RESULTS", raising=False)
-    else:
-        monkeypatch.setenv("RESNET_RESULTS", results)
-    if quick:
-        monkeypatch.setenv("RESNET_QUICK", "1")
-    else:
-        monkeypatch.delenv("RESNET_QUICK", raising=False)
-    monkeypatch.delenv("RESNET_DATA", raising=False)
-    first = next(cell for cell in jupytext.read(NOTEBOOK).cells if cell.cell_type == "code")
+def code_cells() -> list[str]:
+    return [cell.source for cell in jupytext.read(NOTEBOOK).cells if cell.cell_type == "code"]
+
+
+def run_cells(sources: list[str]) -> dict:
     namespace: dict = {}
-    exec(compile(first.source, str(NOTEBOOK), "exec"), namespace)
+    for source in sources:
+        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
     return namespace
+
+
+def settings(monkeypatch, quick: bool, results: str | None = None, data: str | None = None) -> dict:
+    """The namespace left by the notebook's settings cell (its first code cell), run here."""
+    for name, value in (("RESNET_QUICK", "1" if quick else None), ("RESNET_RESULTS", results), ("RESNET_DATA", data)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    return run_cells(code_cells()[:1])
 
 
 def test_full_mode_sweeps_the_papers_ten_networks_into_results(monkeypatch, capsys):
@@ -73,3 +80,27 @@ def test_quick_mode_trains_into_a_temporary_folder_never_results(monkeypatch):
         assert all(c.device == "cpu" and c.iterations < 100 for c in ns["configs"])
     finally:
         os.rmdir(ns["RESULTS"])
+
+
+def test_full_mode_over_a_finished_study_trains_nothing_and_redraws_figure6_and_the_tables(
+        monkeypatch, tmp_path, capsys):
+    # A complete study of fixture runs (made-up curves, random weights) with the paper's exact settings.
+    study = tmp_path / "results"
+    configs = settings(monkeypatch, quick=False, results=str(study), data=str(JPEG_ARCHIVE))["configs"]
+    for i, config in enumerate(configs):
+        fake_run(study, 6.0 + i / 2, config=config)
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/*")}
+    monkeypatch.chdir(tmp_path)  # full mode saves its figures to assets/
+
+    cells = code_cells()
+    figure7 = next(i for i, source in enumerate(cells) if "response_stds" in source)  # tested in test_results
+    run_cells(cells[:figure7])
+
+    assert {p: p.stat().st_mtime_ns for p in study.glob("*/*")} == stamps  # nothing trained or rewritten
+    assert (tmp_path / "assets" / "figure6.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "committed runs: plain110-seed0, plain20-seed0" in out
+    assert out.count(": finished, 64000 iterations, data: fixture") == 10
+    for label, paper in (("plain-56", "13.20~"), ("ResNet-110", "6.43")):
+        assert any(label in line and paper in line for line in out.splitlines()), (label, out)
+    assert "deeper" in out  # the comparison with the paper's claims

@@ -7,35 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
+from resnet import (build_model, error_table, findings, format_table, layer_response_std, load_runs,
                     plot_figure6, plot_figure7, plot_shortcuts, pretrained)
 from resnet.cli import main
-from resnet.results import CSV_COLUMNS, META_FIELDS, ResultsError, read_csv, read_meta, write_csv, write_meta
+from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv
 
-from .conftest import ROOT, tiny_config
-
-
-def fake_run(results, final_test, seed=0, iterations=4000, **cfg_kw):
-    """A finished run folder with a made-up, smoothly falling curve (fixture data, not a result)."""
-    cfg = TrainConfig(seed=seed, iterations=iterations, eval_every=1000, checkpoint_every=1000, **cfg_kw)
-    run_dir = results / cfg.name
-    run_dir.mkdir(parents=True)
-    its = np.arange(1000, iterations + 1, 1000)
-    test = final_test + 30 * np.exp(-its / 1000)
-    rows = [dict(iteration=int(i), epoch=i * 128 / 50_000, lr=0.1, train_loss=1.0, train_error=float(t - 2),
-                 test_loss=1.0, test_error=float(t), val_loss=None, val_error=None, elapsed_s=float(i) / 100,
-                 images_per_s=1000.0) for i, t in zip(its, test)]
-    write_csv(rows, run_dir / "log.csv")
-    model = build_model(cfg)
-    torch.save(model.state_dict(), run_dir / "weights.pt")
-    meta = {k: None for k in META_FIELDS} | dict(
-        name=cfg.name, status="finished", config=cfg.to_dict(), data_source="fixture", data_checksum="0" * 64,
-        n_train=50_000, n_val=0, n_test=10_000, torch=torch.__version__, device_name="none", git_commit="fixture",
-        parameters=sum(p.numel() for p in model.parameters()), iterations_done=iterations, warmup_end=0,
-        final_test_error=float(test[-1]), best_test_error=float(test.min()), best_test_iteration=int(its[-1]),
-        final_train_error=float(test[-1] - 2), wall_s=1.0, started="2026-01-01T00:00:00", finished="2026-01-01T00:01:00")
-    write_meta(meta, run_dir / "run.json")
-    return run_dir
+from .conftest import ROOT, fake_run, tiny_config
 
 
 @pytest.fixture
