@@ -27,10 +27,10 @@
 # (the best epoch is shown too, labelled, since peers report it).
 #
 # This notebook holds settings, calls, figures and tables only; everything it computes lives in `resnet/` and is
-# tested there. Run top to bottom, it trains only the runs missing from `results/`; to train on another data source than the
-# committed runs', point `RESNET_RESULTS` at another folder (a run of the same name on other data is refused). With `RESNET_QUICK=1` (CI) it
-# instead trains two tiny networks on a data subset on the CPU, into a temporary folder, and re-plots the committed
-# results.
+# tested there. Run top to bottom, it trains only the runs missing from `results/`. To train on another data source
+# than the committed runs', point `RESNET_RESULTS` at another folder (a run of the same name on other data is
+# refused). With `RESNET_QUICK=1` (CI) it instead trains two tiny networks on a data subset on the CPU, into a
+# temporary folder, and re-plots the committed results.
 
 # %%
 import dataclasses
@@ -73,7 +73,7 @@ for m in metas:
 
 # %%
 runs = resnet.load_runs(STUDY)
-print("committed runs:", ", ".join(r.meta["name"] for r in runs) or "none yet")
+print(f"runs in {STUDY}/:", ", ".join(r.meta["name"] for r in runs) or "none yet")
 print("trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in runs})) or "-")
 
 # %%

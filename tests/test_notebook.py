@@ -99,7 +99,7 @@ def test_full_mode_over_a_finished_study_trains_nothing_and_redraws_figure6_and_
     assert {p: p.stat().st_mtime_ns for p in study.glob("*/*")} == stamps  # nothing trained or rewritten
     assert (tmp_path / "assets" / "figure6.png").stat().st_size > 0
     out = capsys.readouterr().out
-    assert "committed runs: plain110-seed0, plain20-seed0" in out
+    assert f"runs in {study}/: plain110-seed0, plain20-seed0" in out
     assert out.count(": finished, 64000 iterations, data: fixture") == 10
     for label, paper in (("plain-56", "13.20~"), ("ResNet-110", "6.43")):
         assert any(label in line and paper in line for line in out.splitlines()), (label, out)
