@@ -67,7 +67,7 @@ def test_full_mode_sweeps_the_papers_ten_networks_into_results(monkeypatch, caps
     assert "10 runs of 64000 iterations, batch 128" in capsys.readouterr().out
 
 
-def test_results_can_move_for_a_study_on_other_data(monkeypatch, capsys):
+def test_results_can_move_for_a_study_on_other_data(monkeypatch):
     ns = settings(monkeypatch, quick=False, results="results-official")
     assert ns["RESULTS"] == ns["STUDY"] == "results-official"
 
