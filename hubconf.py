@@ -1,7 +1,8 @@
 """torch.hub entry points: ``torch.hub.load(repo_dir, 'resnet56', source='local', pretrained=True)``.
 
-With pretrained=True the weights of the committed run (results/<name>-seed0) are loaded;
-otherwise a freshly initialised network is returned.
+With pretrained=True the weights of a committed run (results/<study>/<name>-seed*: the longest schedule, then
+official data, then the lowest seed; see resnet.pretrained) are loaded; otherwise a freshly initialised network is
+returned.
 """
 dependencies = ["torch"]
 

@@ -27,9 +27,13 @@
 # (the best epoch is shown too, labelled, since peers report it).
 #
 # This notebook holds settings, calls, figures and tables only; everything it computes lives in `resnet/` and is
-# tested there. Run top to bottom, it trains only the runs missing from `results/`. To train on another data source
-# than the committed runs', point `RESNET_RESULTS` at another folder (a run of the same name on other data is
-# refused). With `RESNET_QUICK=1` (CI) it instead trains two tiny networks on a data subset on the CPU, into a
+# tested there. Run top to bottom, it trains only the runs missing from `results/`, then draws every study found
+# there. A **study** is one data source, one schedule and one precision; each lives in its own folder,
+# `results/<data>-<schedule>-<precision>/` (e.g. `cifar10-jpeg-1of8-bf16`), so a study on other data or at another
+# schedule never collides with the committed ones. The settings below come from the environment: `RESNET_DATA`,
+# `RESNET_SCHEDULE` (`1/8`: the paper's schedule scaled to 8k iterations, for machines without a big GPU),
+# `RESNET_PRECISION` and `RESNET_RESULTS`. Before the sweep starts, it prints what the study will cost on this
+# machine. With `RESNET_QUICK=1` (CI) it instead trains two tiny networks on a data subset on the CPU, into a
 # temporary folder, and re-plots the committed results.
 
 # %%
@@ -41,20 +45,32 @@ import resnet
 
 QUICK = os.environ.get("RESNET_QUICK") == "1"  # CI: tiny real runs on a data subset, on the CPU
 DATA = os.environ.get("RESNET_DATA", "")  # "" = official CIFAR-10 (downloaded); or a path, e.g. ../shared/data/cifar10-jpeg.tar.gz
-STUDY = os.environ.get("RESNET_RESULTS", "results")  # the study, drawn from here: committed, or yours on other data
+SCHEDULE = os.environ.get("RESNET_SCHEDULE", "1")  # "1": the paper's 64k iterations; "1/8": 8k, lr milestones scaled alike
+PRECISION = os.environ.get("RESNET_PRECISION", "fp32")  # "bf16": autocast; weights, BN and the loss stay fp32
+SHOWN = os.environ.get("RESNET_RESULTS", "results")  # every study below it is drawn: the committed ones and yours
 DEPTHS, NETS, SEEDS = [20, 32, 44, 56, 110], ["plain", "resnet"], [0]
 VAL_SIZE = 0  # 0: the paper's reported protocol (train on 50k, report test error); 5000: its 45k/5k split
 PARALLEL = 1  # runs at once (separate processes), to fill one GPU with small networks
-base = resnet.TrainConfig(data=DATA, val_size=VAL_SIZE, device="auto")  # all other settings: the paper's
+base = resnet.TrainConfig(data=DATA, schedule=SCHEDULE, precision=PRECISION, val_size=VAL_SIZE, device="auto")
 
-RESULTS = STUDY
+RESULTS = SHOWN  # where the sweep trains
 if QUICK:
     RESULTS, DEPTHS = tempfile.mkdtemp(prefix="resnet-quick-"), [8]
     base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
                                checkpoint_every=10, train_subset=1000, test_subset=500, device="cpu")
 configs = [dataclasses.replace(base, net=n, depth=d, seed=s) for n in NETS for d in DEPTHS for s in SEEDS]
-print(f"{len(configs)} runs of {base.iterations} iterations, batch {base.batch_size}"
-      + (" (quick mode: into a temporary folder)" if QUICK else f", into {RESULTS}/"))
+print(f"{len(configs)} runs of {base.total_iterations} iterations, batch {base.batch_size}, {base.precision}"
+      + (" (quick mode: into a temporary folder)" if QUICK else f", into {RESULTS}/{base.study}/"))
+
+# %% [markdown]
+# ## What the sweep will cost on this machine
+# Measured before anything trains: a few timed training iterations and a timed evaluation of each network still to
+# train, times what is left of it. Finished runs cost nothing and are not timed.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Timings differ from machine to machine.
+print(resnet.format_cost(resnet.estimate_cost(configs, RESULTS)))
 
 # %% [markdown]
 # ## The sweep
@@ -66,18 +82,21 @@ for m in metas:
     print(f"{m['name']:>18}: {m['status']}, {m['iterations_done']} iterations, data: {m['data_source']}")
 
 # %% [markdown]
-# ## Figure 6
+# ## Figure 6, one per study
 # Left: plain networks; right: ResNets (and ResNet-110 beside ResNet-1202 when it exists). Dashed: training error
-# (over the augmented batches since the previous point); bold: test error. Which data the curves were trained on is
-# read from the runs' metadata.
+# (over the augmented batches since the previous point); bold: test error. Each figure's title names its study:
+# the data the curves were trained on, the schedule and the precision, read from the runs' metadata.
 
 # %%
-runs = resnet.load_runs(STUDY)
-print(f"runs in {STUDY}/:", ", ".join(r.meta["name"] for r in runs) or "none yet")
-print("trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in runs})) or "-")
+runs = resnet.load_runs(SHOWN)
+studies = resnet.by_study(runs)
+for study, study_runs in studies.items():
+    print(f"{SHOWN}/{study}/:", ", ".join(r.meta["name"] for r in study_runs))
+    print("  trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in study_runs})))
+print("" if studies else f"no finished runs in {SHOWN}/ yet")
 
 # %%
-figure = resnet.plot_figure6(runs, None if QUICK else "assets/figure6.png")
+figures = resnet.plot_studies(runs, None if QUICK else "assets")
 
 # %%
 if QUICK:  # the quick runs, drawn the same way (not saved)
@@ -86,9 +105,10 @@ if QUICK:  # the quick runs, drawn the same way (not saved)
 
 # %% [markdown]
 # ## The error table
-# Ours (final test error, mean ± std over seeds; training error; best epoch picked on the test set, labelled — it
-# flatters) beside the paper (Table 6; plain nets read off Figure 6, marked ~) and what peers report on the official
-# data (../shared/PAPER.md).
+# Ours, study by study (final test error, mean ± std over seeds; training error; best epoch picked on the test set,
+# labelled — it flatters) beside the paper (Table 6; plain nets read off Figure 6, marked ~) and what peers report
+# on the official data (../shared/PAPER.md). The paper's and the peers' numbers stand only beside runs of the
+# paper's protocol: its full schedule, all training images, no validation split.
 
 # %%
 print(resnet.format_table(resnet.error_table(runs, peers=True)))
@@ -101,9 +121,9 @@ if QUICK:
 
 # %% [markdown]
 # ## Against the paper
-# Computed from the committed results: each network's difference from the paper, and whether the paper's two
-# claims hold — deeper plain nets are worse (the degradation problem, in training error as well as test error) and
-# deeper ResNets are better.
+# Computed from the committed results, study by study: whether the paper's two claims hold — deeper plain nets are
+# worse (the degradation problem, in training error as well as test error) and deeper ResNets are better — and, for
+# runs of the paper's full schedule only, each network's difference from the paper's number.
 
 # %%
 print("\n".join(resnet.findings(runs)))
@@ -122,14 +142,14 @@ print("\n".join(resnet.findings(runs)))
 # %% [markdown]
 # ## Figure 7 — standard deviation of layer responses
 # The output of every 3x3 layer after BN and before the addition/ReLU, over the test set, for the networks the paper
-# shows (those of them that are committed). Top: in network order; bottom: sorted by magnitude. The paper finds that
-# ResNets respond less than plain nets, and deeper ResNets less per layer.
+# shows (those of them that are committed, from the study with the longest schedule). Top: in network order;
+# bottom: sorted by magnitude. The paper finds that ResNets respond less than plain nets, and deeper ResNets less
+# per layer.
 
 # %%
-fig7_names = {f"{n}-seed0" for n in ("plain20", "plain56", "resnet20", "resnet56", "resnet110")}
-fig7_runs = [r.path for r in runs if r.meta["name"] in fig7_names]
+fig7_study, fig7_runs = resnet.figure7_runs(runs)
 if QUICK:  # the tiny quick runs, on their 500 test images
     fig7_runs += [r.path for r in resnet.load_runs(RESULTS)]
 if fig7_runs:
     stds, note = resnet.response_stds(fig7_runs, data=DATA or None, device=base.device)
-    figure7 = resnet.plot_figure7(stds, None if QUICK else "assets/figure7.png", note=note)
+    figure7 = resnet.plot_figure7(stds, None if QUICK else f"assets/figure7-{fig7_study}.png", note=note)

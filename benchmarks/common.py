@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from resnet.report import markdown_table  # noqa: F401 - the benchmarks' table format
 from resnet.training import _device_name, _git_commit, resolve_device
 
 
@@ -14,9 +15,3 @@ def environment(device: str = "auto") -> dict:
     return {"date": time.strftime("%Y-%m-%d"), "device": _device_name(dev), "torch": torch.__version__,
             "python": platform.python_version(), "git_commit": _git_commit()}
 
-
-def markdown_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)

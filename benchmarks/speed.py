@@ -34,7 +34,7 @@ def measure(cfg: TrainConfig, data, warmup: int, iterations: int) -> float:
                               checkpoint_every=warmup * 10**6)
     with tempfile.TemporaryDirectory() as d:
         meta = train(cfg, d, data=data, progress=False)
-        rows = list(csv.DictReader(open(Path(d) / cfg.name / "log.csv")))
+        rows = list(csv.DictReader(open(cfg.run_dir(d) / "log.csv")))
     first, last = rows[0], rows[-1]
     seconds = float(last["elapsed_s"]) - float(first["elapsed_s"])
     assert meta["status"] == "finished"

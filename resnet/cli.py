@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet {train,sweep,evaluate,plot,figure7} --help``."""
+"""Command line: ``python -m resnet {train,sweep,evaluate,plot,report,figure7} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,13 @@ def _config(args, **override) -> TrainConfig:
     return TrainConfig(**{**values, **override})
 
 
+def _add_limit_flags(parser: argparse.ArgumentParser, each: str = ""):
+    parser.add_argument("--stop-at", type=int, help=f"{each}stop at the first checkpoint at or past this iteration (resumable)")
+    parser.add_argument("--time-limit", type=float, help=(
+        "seconds: stop at a checkpoint before this limit (resumable; the time of one evaluation interval "
+        "must fit)"))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resnet", description=(
         "Reproduce He et al. 2016, section 4.2 (CIFAR-10): train, sweep, evaluate, plot."))
@@ -42,8 +49,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("train", help="train one network (resumes, or skips it if finished)")
     _add_config_flags(p)
     p.add_argument("--results", default="results", help="results folder (default: results)")
-    p.add_argument("--stop-at", type=int, help="stop at the first checkpoint at or past this iteration (resumable)")
-    p.add_argument("--time-limit", type=float, help="stop at the first checkpoint past this many seconds (resumable)")
+    _add_limit_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("sweep", help="train every missing run of depths x nets x seeds")
@@ -53,6 +59,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--parallel", type=int, default=1, help="runs at once, as separate processes (default: 1)")
     p.add_argument("--results", default="results", help="results folder (default: results)")
+    _add_limit_flags(p, "each run ")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("evaluate", help="test error of saved weights")
@@ -60,12 +67,17 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="data source (default: the one the run was trained on)")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("plot", help="redraw Figure 6 and print the error table from saved results")
+    p = sub.add_parser("plot", help="redraw Figure 6 of every study and print the error table from saved results")
     p.add_argument("--results", default="results", help="results folder (default: results)")
-    p.add_argument("--figure", default="assets/figure6.png", help="where to save Figure 6")
+    p.add_argument("--assets", default="assets", help="where to save the figures, figure6-<study>.png (default: assets)")
     p.add_argument("--peers", action="store_true", help="add the peers' reported errors to the table")
     p.add_argument("--shortcuts", type=int, metavar="DEPTH",
                    help="also draw shortcut options A/B/C (and plain) at this depth to assets/shortcuts-DEPTH.png")
+
+    p = sub.add_parser("report", help="rewrite README.md's results section from the runs in results/")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+    p.add_argument("--assets", default="assets", help="where the figures are (default: assets)")
+    p.add_argument("--readme", default="README.md", help="the file to update (default: README.md)")
 
     p = sub.add_parser("figure7", help="std of layer responses on the test set for saved runs (Figure 7)")
     p.add_argument("runs", nargs="+", help="run folders, e.g. results/plain20-seed0 results/resnet20-seed0")
@@ -84,25 +96,38 @@ def main(argv=None) -> int:
         from .training import sweep
 
         configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
-        for meta in sweep(configs, args.results, parallel=args.parallel, progress=not args.quiet):
-            print(f"{meta['name']}: {meta['status']}, final test error {meta['final_test_error']}")
+        metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at, time_limit=args.time_limit,
+                      progress=not args.quiet)
+        for meta in metas:
+            print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}, "
+                  f"final test error {meta['final_test_error']}")
+        if len(metas) < len(configs):
+            print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
     elif args.command == "evaluate":
         from .training import evaluate_run
 
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))
     elif args.command == "plot":
-        from .figures import plot_figure6, plot_shortcuts
+        from .figures import plot_shortcuts, plot_studies
         from .results import error_table, format_table, load_runs
 
         runs = load_runs(args.results)
-        plot_figure6(runs, args.figure)
+        if not runs:
+            print(f"error: no finished runs in {args.results}/ (nothing drawn)", file=sys.stderr)
+            return 2
+        for study in plot_studies(runs, args.assets):
+            print(f"Figure 6 of {study} saved to {Path(args.assets) / f'figure6-{study}.png'}")
         if args.shortcuts:
-            path = Path(args.figure).parent / f"shortcuts-{args.shortcuts}.png"
+            path = Path(args.assets) / f"shortcuts-{args.shortcuts}.png"
             plot_shortcuts(runs, args.shortcuts, path)
             print(f"shortcut comparison saved to {path}")
         print(format_table(error_table(runs, peers=args.peers)))
-        print(f"Figure 6 saved to {args.figure}")
+    elif args.command == "report":
+        from .report import update_readme
+
+        changed = update_readme(args.readme, args.results, args.assets)
+        print(f"{args.readme}: results section {'rewritten' if changed else 'already up to date'}")
     elif args.command == "figure7":
         from .figures import response_stds, plot_figure7
 

@@ -8,7 +8,10 @@ made with ``dataclasses.replace``; every field is documented once, in its
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
 
 NETS = ("resnet", "plain")
 SHORTCUTS = ("A", "B", "C")
@@ -27,9 +30,11 @@ class TrainConfig:
     shortcut: str = _f("A", "residual shortcut: A (zero-pad, no parameters), B (projection where the shape changes), C (projection everywhere)", choices=SHORTCUTS)
     # optimisation (the paper's values)
     batch_size: int = _f(128, "images per iteration")
-    iterations: int = _f(64_000, "training iterations")
+    iterations: int = _f(64_000, "training iterations at the full schedule (scaled by schedule)")
     lr: float = _f(0.1, "initial learning rate")
-    milestones: tuple[int, ...] = _f((32_000, 48_000), "iterations at which the lr is divided by lr_decay")
+    milestones: tuple[int, ...] = _f((32_000, 48_000), "iterations at which the lr is divided by lr_decay (scaled by schedule)")
+    schedule: str = _f("1", "fraction of the schedule: iterations and milestones are scaled by it, all else is the paper's "
+                            "('1/8': 8k iterations, lr divided at 4k and 6k)")
     lr_decay: float = _f(10.0, "divisor of the lr at each milestone")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(1e-4, "L2 weight decay (applied to all parameters, as in the paper)")
@@ -69,6 +74,31 @@ class TrainConfig:
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+        object.__setattr__(self, "schedule", str(parse_schedule(self.schedule)))
+        if self.total_iterations < 1:
+            raise ValueError(f"schedule {self.schedule} of {self.iterations} iterations leaves no iteration to train")
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations actually trained: ``iterations`` scaled by the schedule."""
+        return round(self.iterations * Fraction(self.schedule))
+
+    @property
+    def lr_milestones(self) -> tuple[int, ...]:
+        """The lr milestones actually used: ``milestones`` scaled by the schedule."""
+        return tuple(round(m * Fraction(self.schedule)) for m in self.milestones)
+
+    def run_dir(self, results_dir: str | Path) -> Path:
+        """Where this run lives: ``<results_dir>/<study>/<name>``."""
+        return Path(results_dir) / self.study / self.name
+
+    @property
+    def study(self) -> str:
+        """The study this run belongs to, a folder name: data source, schedule, precision ('cifar10-jpeg-1of8-bf16').
+
+        Runs of different studies never share a folder, so a study on other data or at another schedule never
+        collides with the committed ones."""
+        return f"{data_label(self.data)}-{schedule_label(self.schedule, sep='of')}-{self.precision}"
 
     @property
     def blocks_per_stage(self) -> int:
@@ -102,6 +132,54 @@ class TrainConfig:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 
+
+
+def parse_schedule(text) -> Fraction:
+    """'1', '1/8', '0.125' -> a Fraction in (0, 1]; anything else is a ValueError naming the value."""
+    try:
+        value = Fraction(str(text).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"schedule must be a fraction such as 1, 1/2 or 1/8, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"schedule must be in (0, 1] (a fraction of the paper's schedule), got {text!r}")
+    return value
+
+
+def schedule_label(schedule: str, sep: str = "/") -> str:
+    """'full' for the paper's schedule, else the fraction ('1/8', or '1of8' with sep='of' for folder names)."""
+    value = parse_schedule(schedule)
+    return "full" if value == 1 else f"{value.numerator}{sep}{value.denominator}"
+
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
+def resolve_source(data: str) -> str:
+    """The data source meant by ``data``: itself, else the environment variable RESNET_DATA, else 'official'."""
+    return data or os.environ.get("RESNET_DATA", "") or "official"
+
+
+def data_label(data: str) -> str:
+    """The data source's short name: 'official', or the file/folder name without an archive suffix."""
+    data = resolve_source(data)
+    if data == "official":
+        return data
+    name = Path(data).name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def study_label(config: dict) -> str:
+    """A study in words, for figure titles and tables: 'data cifar10-jpeg, 1/8 schedule (8,000 iterations), bf16'
+    ('own schedule' where iterations or milestones are not the paper's)."""
+    cfg, paper = TrainConfig.from_dict(config), TrainConfig()
+    if (cfg.iterations, cfg.milestones) != (paper.iterations, paper.milestones):
+        sched = "own schedule"
+    else:
+        sched = "paper's schedule" if Fraction(cfg.schedule) == 1 else f"{schedule_label(cfg.schedule)} schedule"
+    return f"data {data_label(cfg.data)}, {sched} ({cfg.total_iterations:,} iterations), {cfg.precision}"
 
 
 def config_to_args(cfg: TrainConfig) -> list[str]:

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import resolve_source
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
 PAD = 4  # pixels of zero padding on each side before the random crop
@@ -57,10 +59,6 @@ class Cifar10:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RESNET_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
-
-
-def resolve_source(data: str) -> str:
-    return data or os.environ.get("RESNET_DATA", "") or "official"
 
 
 def source_name(data: str) -> str:

@@ -1,6 +1,7 @@
 """Figure 6 (training curves) and Figure 7 (std of layer responses), drawn as in the paper."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -8,7 +9,8 @@ import numpy as np
 import torch
 
 from .models import CifarNet, capture_responses
-from .results import Run, network_label, paper_protocol
+from .config import study_label
+from .results import Run, by_study, comparable, network_label
 
 DEPTH_COLORS = {20: "tab:olive", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "black", 1202: "tab:purple"}
 
@@ -17,17 +19,30 @@ def _curve_runs(runs: list[Run]) -> dict[tuple[str, int], Run]:
     """One run per (net, depth) for the curves: option A, no validation split, lowest seed."""
     chosen = {}
     for run in sorted(runs, key=lambda r: r.config["seed"]):
-        if paper_protocol(run.config):
+        if comparable(run.config):
             chosen.setdefault((run.config["net"], run.config["depth"]), run)
     return chosen
 
 
-def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = "", ylim=(0, 20)):
-    """Plain nets left, ResNets middle, ResNet-110 vs 1202 right (when a 1202 run exists).
+def _ylim(runs: list[Run]) -> tuple[float, float]:
+    """The paper's 0-20% (its worst curve, plain-56, ends at 13%), raised in steps of 5 where a final error is
+    above 15% (JPEG data, short schedules), so that the curves' last part stays in view."""
+    worst = max((r.meta["final_test_error"] or 0 for r in runs), default=0)
+    return (0, 20) if worst <= 15 else (0, 5 * math.ceil(1.6 * worst / 5))
 
-    x: iterations (1e4); y: error (%), 0-20 as in the paper; dashed: training error, bold: test error.
+
+def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = "", ylim=None):
+    """Figure 6 of one study: plain nets left, ResNets middle, ResNet-110 vs 1202 right (when a 1202 run exists).
+
+    x: iterations (1e4); y: error (%), 0-20 as in the paper unless final errors sit high (then higher; ``ylim``
+    fixes it); dashed: training error, bold: test error. The title names the study (data, schedule, precision).
     """
+    studies = by_study(runs)
+    if len(studies) > 1:
+        raise ValueError(f"runs of {len(studies)} studies ({', '.join(studies)}): one Figure 6 per study "
+                         "(plot_studies draws each)")
     curves = _curve_runs(runs)
+    ylim = ylim or _ylim(list(curves.values()))
     panels = [("plain", [d for n, d in curves if n == "plain" and d != 110]),  # the paper leaves plain-110 out (>60%)
               ("resnet", [d for n, d in curves if n == "resnet" and d != 1202])]
     if ("resnet", 1202) in curves:
@@ -42,7 +57,29 @@ def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""
     return fig
 
 
-def plot_shortcuts(runs: list[Run], depth: int, path: str | Path | None = None, note: str = "", ylim=(0, 20)):
+def plot_studies(runs: list[Run], folder: str | Path | None = "assets") -> dict[str, plt.Figure]:
+    """Figure 6 for every study among ``runs``; each saved as ``<folder>/figure6-<study>.png`` unless folder is None."""
+    return {study: plot_figure6(study_runs, None if folder is None else Path(folder) / f"figure6-{study}.png")
+            for study, study_runs in by_study(runs).items()}
+
+
+FIGURE7_NETWORKS = (("plain", 20), ("plain", 56), ("resnet", 20), ("resnet", 56), ("resnet", 110))  # as in the paper
+
+
+def figure7_runs(runs: list[Run]) -> tuple[str | None, list[Path]]:
+    """Figure 7's networks (plain-20/56, ResNet-20/56/110, option A, lowest seed) from the study with the longest
+    schedule among ``runs``: (that study, its run folders)."""
+    from .config import TrainConfig
+
+    studies = by_study([r for r in runs if (r.config["net"], r.config["depth"]) in FIGURE7_NETWORKS])
+    if not studies:
+        return None, []
+    study = max(studies, key=lambda s: (TrainConfig.from_dict(studies[s][0].config).total_iterations, s))
+    curves = _curve_runs(studies[study])
+    return study, [curves[k].path for k in FIGURE7_NETWORKS if k in curves]
+
+
+def plot_shortcuts(runs: list[Run], depth: int, path: str | Path | None = None, note: str = "", ylim=None):
     """Shortcut options A, B, C (and the plain net) at one depth, lowest seed each, drawn like Figure 6."""
     chosen = {}
     for run in sorted(runs, key=lambda r: r.config["seed"]):
@@ -50,7 +87,8 @@ def plot_shortcuts(runs: list[Run], depth: int, path: str | Path | None = None, 
         if c["depth"] == depth and not c.get("val_size"):
             chosen.setdefault("plain" if c["net"] == "plain" else c["shortcut"], run)
     fig, ax = plt.subplots(figsize=(5, 4))
-    _draw_curves(ax, [(chosen[k], f"C{i}") for i, k in enumerate(("plain", "A", "B", "C")) if k in chosen], ylim,
+    _draw_curves(ax, [(chosen[k], f"C{i}") for i, k in enumerate(("plain", "A", "B", "C")) if k in chosen],
+                 ylim or _ylim(list(chosen.values())),
                  empty=f"no finished depth-{depth} runs", with_params=True)
     ax.set_ylabel("error (%)")
     _finish(fig, list(chosen.values()), f"Shortcut options at depth {depth}: dashed training, bold test error", note, path)
@@ -74,9 +112,8 @@ def _draw_curves(ax, runs_and_colors: list[tuple[Run, str]], ylim, empty: str, w
 
 
 def _finish(fig, runs: list[Run], title: str, note: str, path):
-    sources = sorted({r.meta["data_source"] for r in runs})
-    fig.suptitle(title + (f" — data: {', '.join(sources)}" if sources else "") + (f" — {note}" if note else ""),
-                 fontsize=9)
+    studies = sorted({study_label(r.config) for r in runs})
+    fig.suptitle(title + "".join(f"\n{s}" for s in studies) + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Results files — their schema, written down once and validated when read — and the error table.
 
+Runs live in ``<results>/<study>/<run>/`` (a study: one data source, schedule and precision).
 A run folder holds ``log.csv`` (CSV_COLUMNS, one row per evaluation),
 ``run.json`` (META_FIELDS) and, once finished, ``weights.pt``.
 """
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from .config import TrainConfig, schedule_label, study_label
 
 CSV_FILE, META_FILE, WEIGHTS_FILE = "log.csv", "run.json", "weights.pt"
 
@@ -137,23 +140,42 @@ class Run:
     def config(self) -> dict:
         return self.meta["config"]
 
+    @property
+    def study(self) -> str:
+        """The study's folder name, e.g. 'cifar10-jpeg-1of8-bf16' (from the settings, not the folder)."""
+        return TrainConfig.from_dict(self.config).study
+
 
 def load_runs(results_dir: str | Path, finished_only: bool = True) -> list[Run]:
-    """Every run folder (one holding run.json) below ``results_dir``, validated, sorted by name."""
+    """Every run folder (one holding run.json) below ``results_dir``, of every study, validated, sorted by
+    study and name."""
     runs = []
-    for meta_path in sorted(Path(results_dir).glob(f"*/{META_FILE}")):
+    for meta_path in sorted(Path(results_dir).rglob(META_FILE)):
         meta = read_meta(meta_path)
         if finished_only and meta["status"] != "finished":
             continue
-        log = read_csv(meta_path.parent / CSV_FILE)
+        csv_path = meta_path.parent / CSV_FILE
+        if meta["status"] != "finished" and not csv_path.exists():  # started, not yet evaluated
+            log = pd.DataFrame(columns=list(CSV_COLUMNS))
+        else:
+            log = read_csv(csv_path)
         if meta["status"] == "finished":
-            if log["iteration"].iloc[-1] != meta["config"]["iterations"]:
+            total = TrainConfig.from_dict(meta["config"]).total_iterations
+            if log["iteration"].iloc[-1] != total:
                 raise ResultsError(f"{meta_path.parent}: finished run whose log ends at iteration "
-                                   f"{log['iteration'].iloc[-1]}, not {meta['config']['iterations']}")
+                                   f"{log['iteration'].iloc[-1]}, not {total}")
             if not (meta_path.parent / WEIGHTS_FILE).exists():
                 raise ResultsError(f"{meta_path.parent}: finished run without {WEIGHTS_FILE}")
         runs.append(Run(meta_path.parent, meta, log))
-    return runs
+    return sorted(runs, key=lambda r: (r.study, r.meta["name"]))
+
+
+def by_study(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs grouped by study, studies in name order."""
+    studies: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: r.study):
+        studies.setdefault(run.study, []).append(run)
+    return studies
 
 
 # He et al. 2016, Table 6 (ResNets; 110: best of 5 runs, mean 6.61 ± 0.16) and the plain-net
@@ -173,9 +195,19 @@ PEER_TEST_ERROR = {
 }
 
 
+# The settings that make a run the paper's protocol (section 4.2) when they keep their defaults.
+PROTOCOL_FIELDS = ("batch_size", "iterations", "lr", "milestones", "lr_decay", "momentum", "weight_decay", "warmup",
+                   "warmup_lr", "warmup_until_error", "warmup_max_iterations", "schedule", "train_subset",
+                   "test_subset", "val_size")
+
+
 def paper_protocol(config: dict) -> bool:
-    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, trained on all training images."""
-    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size")
+    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, the paper's full schedule and
+    optimiser, trained on all training images and tested on all test images (the data source is labelled
+    beside, not judged, here)."""
+    cfg, paper = TrainConfig.from_dict(config), TrainConfig()
+    return (cfg.net == "plain" or cfg.shortcut == "A") and all(
+        getattr(cfg, f) == getattr(paper, f) for f in PROTOCOL_FIELDS)
 
 
 def network_label(config: dict) -> str:
@@ -196,17 +228,21 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         c = run.config
-        groups.setdefault((c["net"] != "resnet", c["depth"], c["shortcut"], c.get("val_size", 0)), []).append(run)
+        key = (run.study, c["net"] != "resnet", c["depth"], c["shortcut"], c.get("val_size", 0))
+        groups.setdefault(key, []).append(run)
     records = []
     for key in sorted(groups):
         group = groups[key]
         c = group[0].config
+        cfg = TrainConfig.from_dict(c)
         paper = PAPER_TEST_ERROR.get((c["net"], c["depth"])) if paper_protocol(c) else None
         record = {
             "network": network_label(c),
             "params": group[0].meta["parameters"],
             "seeds": len(group),
-            "iterations": c["iterations"],
+            "schedule": schedule_label(cfg.schedule),
+            "iterations": cfg.total_iterations,
+            "precision": cfg.precision,
             "test error % (final)": _mean_std([r.meta["final_test_error"] for r in group]),
             "train error % (final)": _mean_std([r.meta["final_train_error"] for r in group]),
             "test error % (best epoch, test-picked)": _mean_std([r.meta["best_test_error"] for r in group]),
@@ -228,24 +264,40 @@ def format_table(df: pd.DataFrame) -> str:
     return df.to_string(index=False)
 
 
+def comparable(config: dict) -> bool:
+    """A run whose curves and claims can be set beside the paper's within its study: plain or option A, no
+    validation split, all training and test images (any schedule, data or precision)."""
+    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size") and not (
+        config.get("train_subset") or config.get("test_subset"))
+
+
 def findings(runs: list[Run]) -> list[str]:
-    """The paper's claims checked against finished option-A/plain runs (final errors, mean over seeds)."""
+    """The paper's claims checked, study by study, against finished plain/option-A runs (final errors, mean over
+    seeds); the difference from the paper's numbers only for runs of the paper's protocol."""
+    lines = []
+    for study, study_runs in by_study([r for r in runs if comparable(r.config)]).items():
+        lines.append(f"{study_label(study_runs[0].config)}:")
+        lines += ["  " + line for line in _study_findings(study_runs)]
+    return lines or ["no finished runs to compare with the paper"]
+
+
+def _study_findings(runs: list[Run]) -> list[str]:
     final: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    protocol = {}
     for run in runs:
         c = run.config
-        if paper_protocol(c):
-            final.setdefault((c["net"], c["depth"]), []).append(
-                (run.meta["final_test_error"], run.meta["final_train_error"]))
-    if not final:
-        return ["no finished runs to compare with the paper"]
+        final.setdefault((c["net"], c["depth"]), []).append((run.meta["final_test_error"], run.meta["final_train_error"]))
+        protocol[(c["net"], c["depth"])] = paper_protocol(c)
     mean = {k: (sum(t for t, _ in v) / len(v), sum(tr for _, tr in v) / len(v)) for k, v in final.items()}
     lines = []
     for (net, depth), (test, _) in sorted(mean.items()):
         paper = PAPER_TEST_ERROR.get((net, depth))
         label = f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
-        if paper is not None:
+        if paper is not None and protocol[(net, depth)]:
             approx = " (read off Fig. 6)" if net == "plain" else ""
             lines.append(f"{label}: {test:.2f}% vs paper {paper:.2f}%{approx}, {test - paper:+.2f} points")
+        elif paper is not None:
+            lines.append(f"{label}: {test:.2f}% (not the paper's protocol: not compared with its {paper:.2f}%)")
     for net, claim in (("plain", "deeper plain nets are worse (degradation)"), ("resnet", "deeper ResNets are better")):
         depths = sorted(d for n, d in mean if n == net and d != 1202 and not (net == "plain" and d == 110))
         if len(depths) < 2:

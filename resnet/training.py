@@ -1,6 +1,6 @@
 """The paper's trainer: SGD on whole batches resident on the device, evaluated once per epoch.
 
-A run lives in ``<results>/<name>/``: ``log.csv`` (one row per evaluation),
+A run lives in ``<results>/<study>/<name>/`` (``TrainConfig.run_dir``): ``log.csv`` (one row per evaluation),
 ``run.json`` (settings, data, device, outcome), ``checkpoint.pt`` while it runs,
 ``weights.pt`` (fp32 state dict) once finished. Every file is written whole
 (temporary file, then rename); an interrupted run resumes from its last
@@ -24,6 +24,9 @@ from .data import BatchSampler, DeviceData, load_cifar10, random_crop_flip, reso
 from .models import build_model, count_parameters
 
 
+clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -36,7 +39,7 @@ def learning_rate(iteration: int, cfg: TrainConfig, warming_up: bool = False) ->
     """The lr for the update made at ``iteration`` (0-based): warm-up lr, else lr / decay^(milestones passed)."""
     if warming_up:
         return cfg.warmup_lr
-    return cfg.lr / cfg.lr_decay ** sum(iteration >= m for m in cfg.milestones)
+    return cfg.lr / cfg.lr_decay ** sum(iteration >= m for m in cfg.lr_milestones)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,6 +72,29 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", b
     return loss / len(x), 100.0 * wrong / len(x)
 
 
+def step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD update on the batch (x, y); returns the (loss, logits), still on the device."""
+    with autocast(x.device, precision):
+        logits = model(x)  # (B, 10)
+        loss = F.cross_entropy(logits.float(), y)  # BN, the loss and the weights stay fp32 under bf16 autocast
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
+def build(cfg: TrainConfig, device: torch.device):
+    """The network of ``cfg`` on ``device`` (channels-last on CUDA), seeded by cfg.seed, and its SGD optimiser."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).to(memory_format=memory_format(device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return model, optimizer
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 def prepare_data(cfg: TrainConfig, device) -> DeviceData:
     return to_device(load_cifar10(cfg.data), device, train_subset=cfg.train_subset,
                      test_subset=cfg.test_subset, val_size=cfg.val_size)
@@ -97,7 +123,7 @@ def finished_meta(cfg: TrainConfig, results_dir: str | Path) -> dict | None:
 
     Raises RunConflict when the folder holds a run of that name with other settings or other data.
     """
-    meta_path = Path(results_dir) / cfg.name / results.META_FILE
+    meta_path = cfg.run_dir(results_dir) / results.META_FILE
     if not meta_path.exists():
         return None
     meta = results.read_meta(meta_path)
@@ -110,13 +136,15 @@ def finished_meta(cfg: TrainConfig, results_dir: str | Path) -> dict | None:
 
 def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
           stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> dict:
-    """Train (or resume, or recognise as finished) the run ``cfg`` and return its metadata.
+    """Train (or resume, or recognise as finished) the run ``cfg`` in ``results_dir`` and return its metadata.
 
-    ``stop_at`` / ``time_limit`` (seconds) end the call at the first checkpoint
-    at or past that iteration / time, leaving a resumable run (status 'running').
+    ``stop_at`` ends the call at the first evaluation point at or past that iteration; ``time_limit`` (seconds
+    from this call) ends it at the last evaluation point from which one more evaluation interval, timed on the
+    one just done, would not fit. Either leaves a checkpoint to resume from (status 'running').
     """
+    call_start = clock()
     cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
-    run_dir = Path(results_dir) / cfg.name
+    run_dir = cfg.run_dir(results_dir)
     meta_path = run_dir / results.META_FILE
     finished = finished_meta(cfg, results_dir)
     if finished is not None:
@@ -128,11 +156,7 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
         data = prepare_data(cfg, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device)
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    model, optimizer = build(cfg, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
     sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
@@ -152,7 +176,7 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
         # loaded on the CPU: a generator's state must stay a CPU tensor whatever its device
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = _load_checkpoint(ckpt_path, cfg, data.checksum)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         sampler.load_state_dict(ckpt["sampler"])
@@ -167,24 +191,19 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     # are known on the host, so nothing in the loop waits for the GPU.
     window = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
     warm = torch.tensor(warm_state, dtype=torch.float64, device=device)  # wrong since the last warm-up check
-    session_start = time.perf_counter()
+    session_start = clock()
     wall_before = meta["wall_s"]
     last_row_time, last_row_it = session_start, it
-    bar = _progress_bar(cfg.iterations, it, cfg.name, enabled=progress)
+    bar = _progress_bar(cfg.total_iterations, it, cfg.name, enabled=progress)
     model.train()
-    while it < cfg.iterations:
+    while it < cfg.total_iterations:
         lr = learning_rate(it, cfg, warming_up=meta["warmup_end"] is None)
         for group in optimizer.param_groups:
             group["lr"] = lr
         idx = sampler.next()
-        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format)  # (B, 3, 32, 32)
+        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))  # (B, 3, 32, 32)
         y = data.train_y[idx]
-        with autocast(device, cfg.precision):
-            logits = model(x)  # (B, 10)
-            loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = step(model, optimizer, x, y, cfg.precision)
         wrong = (logits.argmax(1) != y).sum().double()
         window += torch.stack([loss.detach().double() * len(y), wrong])
         it += 1
@@ -199,7 +218,7 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
                 if 100 * wrong_w / (seen_w * cfg.batch_size) < cfg.warmup_until_error or it >= cfg.warmup_max_iterations:
                     meta["warmup_end"] = it
 
-        if it % cfg.eval_every and it != cfg.iterations:
+        if it % cfg.eval_every and it != cfg.total_iterations:
             continue
         loss_sum, wrong_sum = window.tolist()
         seen = (it - last_row_it) * cfg.batch_size
@@ -215,7 +234,8 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
         test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
         val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
                                if data.val_x is not None else (None, None))
-        now = time.perf_counter()
+        now = clock()
+        interval = now - last_row_time  # training and evaluation since the previous row
         rows.append({
             "iteration": it, "epoch": it * cfg.batch_size / len(data.train_x), "lr": lr,
             "train_loss": loss_sum / seen, "train_error": 100 * wrong_sum / seen,
@@ -223,19 +243,21 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
             "elapsed_s": wall_before + now - session_start,
             "images_per_s": (it - last_row_it) * cfg.batch_size / max(now - last_row_time, 1e-9),
         })
-        last_row_time, last_row_it = time.perf_counter(), it
+        last_row_time, last_row_it = clock(), it
         results.write_csv(rows, run_dir / results.CSV_FILE)
         bar.set_postfix(train_err=f"{rows[-1]['train_error']:.2f}", test_err=f"{test_error:.2f}")
         meta.update(iterations_done=it, wall_s=rows[-1]["elapsed_s"])
 
-        if it == cfg.iterations:
+        if it == cfg.total_iterations:
             break
         stopping = (stop_at is not None and it >= stop_at) or (
-            time_limit is not None and now - session_start >= time_limit)
+            time_limit is not None and now - call_start + interval > time_limit)
         if it % cfg.checkpoint_every == 0 or stopping:
+            # settings and data identity ride along, so a resume under other settings or data is refused
             _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
                    "rows": rows, "warmup_end": meta["warmup_end"], "warm": warm.item(), "iteration": it,
-                   "wall_s": meta["wall_s"], "started": meta["started"]}, ckpt_path)
+                   "wall_s": meta["wall_s"], "started": meta["started"],
+                   "config": cfg.to_dict(), "data_checksum": data.checksum}, ckpt_path)
             results.write_meta(meta, meta_path)
             if stopping:
                 bar.close()
@@ -251,6 +273,26 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     results.write_meta(meta, meta_path)  # written last: its status marks the run complete
     ckpt_path.unlink(missing_ok=True)
     return meta
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, data_checksum: str) -> dict:
+    """A checkpoint of ``cfg``'s run on this data; anything else is refused, naming what differs."""
+    # weights_only: a checkpoint is data, never code (a crafted pickle could otherwise run anything)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # the generator state must stay on the CPU
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise RunConflict(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}). "
+                          "Delete it to restart the run from the beginning") from e
+    if "config" not in ckpt or "data_checksum" not in ckpt:
+        raise RunConflict(f"{path}: checkpoint without its settings and data checksum (an older format); "
+                          "migrate it (see README) or delete it to restart the run")
+    diffs = _differences(TrainConfig.from_dict(ckpt["config"]), cfg)
+    if ckpt["data_checksum"] != data_checksum:
+        diffs.append(f"data checksum {ckpt['data_checksum'][:12]}… (this data: {data_checksum[:12]}…)")
+    if diffs:
+        raise RunConflict(f"{path} was made with other settings or data: {'; '.join(diffs)}. "
+                          "Resume it with its own settings, or delete it to restart")
+    return ckpt
 
 
 def _progress_bar(total: int, initial: int, name: str, enabled: bool):
@@ -310,28 +352,53 @@ def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "au
 
 
 def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int = 1,
-          progress: bool = True) -> list[dict]:
-    """Train every config not yet finished in ``results_dir``; ``parallel`` > 1 runs that many at once
-    (separate processes, e.g. to fill one GPU with small networks). Returns each run's metadata."""
-    names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"duplicate runs in the sweep: {sorted(n for n in set(names) if names.count(n) > 1)}")
+          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> list[dict]:
+    """Train, in the order given, every config not yet finished in ``results_dir``, and return their metadata.
+
+    ``parallel`` > 1 runs that many at once (separate processes, e.g. to fill one GPU with small networks).
+    ``stop_at`` stops each run at that iteration (see ``train``). ``time_limit`` (seconds) covers the whole sweep:
+    each run stops at a checkpoint before it, and runs not reached are not started (nor returned); the next
+    call resumes where this one stopped.
+    """
+    keys = [(c.study, c.name) for c in configs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate runs in the sweep: {sorted({'/'.join(k) for k in keys if keys.count(k) > 1})}")
     # Every conflict with the results folder is reported before anything trains.
     pending = [c for c in configs if finished_meta(c, results_dir) is None]
+    deadline = None if time_limit is None else time.perf_counter() + time_limit
+
+    def time_left() -> float | None:
+        return None if deadline is None else deadline - time.perf_counter()
+
+    def out_of_time() -> bool:
+        return deadline is not None and time_left() <= 0
+
     if parallel <= 1:
-        return [train(c, results_dir, progress=progress) for c in configs]
+        metas = []
+        for c in configs:
+            if c in pending and out_of_time():
+                break
+            meta = train(c, results_dir, stop_at=stop_at, time_limit=time_left(), progress=progress)
+            metas.append(meta)
+            if meta["status"] != "finished" and (stop_at is None or meta["iterations_done"] < stop_at):
+                break  # stopped by the time limit: the next run would not fit either
+        return metas
     import subprocess
     import sys
 
     from .config import config_to_args
 
     running: list[tuple[TrainConfig, subprocess.Popen]] = []
-    failed = []
-    while pending or running:
-        while pending and len(running) < parallel:
+    started, failed = set(), []
+    while (pending and not out_of_time()) or running:
+        while pending and len(running) < parallel and not out_of_time():
             c = pending.pop(0)
-            cmd = [sys.executable, "-m", "resnet", "train", "--results", str(results_dir), "--quiet", *config_to_args(c)]
+            limits = ([] if stop_at is None else ["--stop-at", str(stop_at)]) + (
+                [] if deadline is None else ["--time-limit", str(time_left())])
+            cmd = [sys.executable, "-m", "resnet", "train", "--results", str(results_dir), "--quiet", *limits,
+                   *config_to_args(c)]
             running.append((c, subprocess.Popen(cmd)))
+            started.add(c)
         time.sleep(1.0)
         for c, p in list(running):
             if p.poll() is not None:
@@ -340,17 +407,31 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
                     failed.append(c.name)
     if failed:
         raise RuntimeError(f"runs failed: {', '.join(failed)} (see their output above and their run.json)")
-    return [results.read_meta(Path(results_dir) / c.name / results.META_FILE) for c in configs]
+    return [results.read_meta(c.run_dir(results_dir) / results.META_FILE) for c in configs
+            if c in started or c not in pending]
 
 
-def pretrained(name: str, results_dir: str | Path | None = None, device="cpu"):
-    """A committed model by run name ('resnet56-seed0') or network ('resnet56', lowest seed), in eval mode."""
+def pretrained(name: str, results_dir: str | Path | None = None, device="cpu", study: str | None = None):
+    """A committed model by run name ('resnet56-seed0') or network ('resnet56', lowest seed), in eval mode.
+
+    Looked for in every study under ``results_dir`` (or in ``study`` only); where several hold it, the longest
+    schedule wins, then the official data, then the lowest seed.
+    """
     root = Path(results_dir) if results_dir is not None else Path(__file__).resolve().parent.parent / "results"
-    candidates = [root / name] if (root / name / results.META_FILE).exists() else sorted(
-        root.glob(f"{name}-seed*"), key=lambda p: int(p.name.rsplit("seed", 1)[1]))
-    finished = [p for p in candidates if (p / results.META_FILE).exists()
-                and results.read_meta(p / results.META_FILE)["status"] == "finished"]
-    if not finished:
-        available = sorted(p.parent.name for p in root.glob(f"*/{results.META_FILE}"))
+    studies = [root / study] if study else sorted(p for p in root.glob("*") if p.is_dir())
+    candidates = []
+    for folder in studies:
+        for meta_path in folder.glob(f"*/{results.META_FILE}"):
+            run = meta_path.parent.name
+            seed = run.rsplit("-seed", 1)[-1]
+            if run != name and not (run.startswith(f"{name}-seed") and seed.isdigit()):
+                continue
+            meta = results.read_meta(meta_path)
+            if meta["status"] == "finished":
+                cfg = TrainConfig.from_dict(meta["config"])
+                candidates.append(((-cfg.total_iterations, meta["data_source"] != "official", cfg.seed, folder.name),
+                                   meta_path.parent))
+    if not candidates:
+        available = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob(f"*/*/{results.META_FILE}"))
         raise FileNotFoundError(f"no finished run named {name!r} in {root}; available: {available or 'none'}")
-    return load_weights(finished[0], device)[0]
+    return load_weights(min(candidates)[1], device)[0]

@@ -41,15 +41,18 @@ def tiny_config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def fake_run(results, final_test, seed=0, iterations=4000, config: TrainConfig | None = None, **cfg_kw):
+FIXTURE_STUDY = "fixture-full-fp32"  # where fake_run puts runs of the paper's settings
+
+
+def fake_run(results, final_test, seed=0, config: TrainConfig | None = None, **cfg_kw):
     """A finished run folder with a made-up, smoothly falling curve (fixture data, not a result), for ``config``
-    or a short run of the given settings."""
-    cfg = config or TrainConfig(seed=seed, iterations=iterations, eval_every=1000, checkpoint_every=1000, **cfg_kw)
-    iterations = cfg.iterations
-    run_dir = results / cfg.name
+    or a run of the paper's settings changed by ``cfg_kw``."""
+    cfg = config or TrainConfig(**{"data": "fixture", "seed": seed, "eval_every": 1000, "checkpoint_every": 1000, **cfg_kw})
+    iterations = cfg.total_iterations
+    run_dir = cfg.run_dir(results)
     run_dir.mkdir(parents=True)
     its = np.arange(1000, iterations + 1, 1000)
-    test = final_test + 30 * np.exp(-its / 1000)
+    test = final_test + 30 * np.exp(-4 * its / iterations)
     rows = [dict(iteration=int(i), epoch=i * 128 / 50_000, lr=0.1, train_loss=1.0, train_error=float(t - 2),
                  test_loss=1.0, test_error=float(t), val_loss=None, val_error=None, elapsed_s=float(i) / 100,
                  images_per_s=1000.0) for i, t in zip(its, test)]

@@ -41,9 +41,11 @@ def run_cells(sources: list[str]) -> dict:
     return namespace
 
 
-def settings(monkeypatch, quick: bool, results: str | None = None, data: str | None = None) -> dict:
+def settings(monkeypatch, quick: bool, results: str | None = None, data: str | None = None, schedule: str | None = None,
+             precision: str | None = None) -> dict:
     """The namespace left by the notebook's settings cell (its first code cell), run here."""
-    for name, value in (("RESNET_QUICK", "1" if quick else None), ("RESNET_RESULTS", results), ("RESNET_DATA", data)):
+    for name, value in (("RESNET_QUICK", "1" if quick else None), ("RESNET_RESULTS", results), ("RESNET_DATA", data),
+                        ("RESNET_SCHEDULE", schedule), ("RESNET_PRECISION", precision)):
         if value is None:
             monkeypatch.delenv(name, raising=False)
         else:
@@ -64,19 +66,26 @@ def test_full_mode_sweeps_the_papers_ten_networks_into_results(monkeypatch, caps
         assert config.data == ""
         assert dataclasses.replace(config, net=paper.net, depth=paper.depth, data=paper.data) == paper
         assert paper_protocol(dataclasses.asdict(config))
-    assert "10 runs of 64000 iterations, batch 128" in capsys.readouterr().out
+    assert "10 runs of 64000 iterations, batch 128, fp32, into results/official-full-fp32/" in capsys.readouterr().out
 
 
-def test_results_can_move_for_a_study_on_other_data(monkeypatch):
-    ns = settings(monkeypatch, quick=False, results="results-official")
-    assert ns["RESULTS"] == ns["STUDY"] == "results-official"
+def test_a_short_bf16_study_is_offered_and_lands_in_its_own_folder(monkeypatch, capsys):
+    ns = settings(monkeypatch, quick=False, data=str(JPEG_ARCHIVE), schedule="1/8", precision="bf16")
+    assert {c.study for c in ns["configs"]} == {"cifar10-jpeg-1of8-bf16"}
+    assert all(c.total_iterations == 8000 and c.lr_milestones == (4000, 6000) for c in ns["configs"])
+    assert "10 runs of 8000 iterations, batch 128, bf16, into results/cifar10-jpeg-1of8-bf16/" in capsys.readouterr().out
+
+
+def test_results_can_move(monkeypatch):
+    ns = settings(monkeypatch, quick=False, results="elsewhere")
+    assert ns["RESULTS"] == ns["SHOWN"] == "elsewhere"
 
 
 def test_quick_mode_trains_into_a_temporary_folder_never_results(monkeypatch):
     ns = settings(monkeypatch, quick=True)
     try:
         assert Path(ns["RESULTS"]).resolve() != (ROOT / "results").resolve()
-        assert ns["STUDY"] == "results"
+        assert ns["SHOWN"] == "results"
         assert all(c.device == "cpu" and c.iterations < 100 for c in ns["configs"])
     finally:
         os.rmdir(ns["RESULTS"])
@@ -89,18 +98,34 @@ def test_full_mode_over_a_finished_study_trains_nothing_and_redraws_figure6_and_
     configs = settings(monkeypatch, quick=False, results=str(study), data=str(JPEG_ARCHIVE))["configs"]
     for i, config in enumerate(configs):
         fake_run(study, 6.0 + i / 2, config=config)
-    stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/*")}
+    stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/*/*")}
     monkeypatch.chdir(tmp_path)  # full mode saves its figures to assets/
 
     cells = code_cells()
     figure7 = next(i for i, source in enumerate(cells) if "response_stds" in source)  # tested in test_results
     run_cells(cells[:figure7])
 
-    assert {p: p.stat().st_mtime_ns for p in study.glob("*/*")} == stamps  # nothing trained or rewritten
-    assert (tmp_path / "assets" / "figure6.png").stat().st_size > 0
+    assert {p: p.stat().st_mtime_ns for p in study.glob("*/*/*")} == stamps  # nothing trained or rewritten
+    assert (tmp_path / "assets" / "figure6-cifar10-jpeg-full-fp32.png").stat().st_size > 0
     out = capsys.readouterr().out
-    assert f"runs in {study}/: plain110-seed0, plain20-seed0" in out
+    assert "nothing left to train" in out  # the cost estimate times nothing
+    assert f"{study}/cifar10-jpeg-full-fp32/: plain110-seed0, plain20-seed0" in out
     assert out.count(": finished, 64000 iterations, data: fixture") == 10
     for label, paper in (("plain-56", "13.20~"), ("ResNet-110", "6.43")):
         assert any(label in line and paper in line for line in out.splitlines()), (label, out)
     assert "deeper" in out  # the comparison with the paper's claims
+
+
+def test_a_fresh_official_data_study_never_collides_with_the_committed_runs(monkeypatch):
+    # `make study` on a machine with a network: the default settings (official data, the paper's schedule, fp32)
+    # against the committed results/ of this repository. Nothing committed is in its way, and nothing is reused.
+    from resnet.training import finished_meta
+
+    ns = settings(monkeypatch, quick=False)
+    committed = ROOT / "results"
+    for config in ns["configs"]:
+        assert config.study == "official-full-fp32"
+        assert finished_meta(config, committed) is None  # no RunConflict, no committed run taken for this one
+        assert not config.run_dir(committed).exists()
+    committed_studies = {run.study for run in resnet.load_runs(committed, finished_only=False)}
+    assert "official-full-fp32" not in committed_studies

@@ -1,4 +1,5 @@
 """Results files, the error table, Figures 6 and 7, the command line and torch.hub loading."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from resnet import (build_model, error_table, findings, format_table, layer_resp
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv
 
-from .conftest import ROOT, fake_run, tiny_config
+from .conftest import FIXTURE_STUDY, ROOT, fake_run, tiny_config
 
 
 @pytest.fixture
@@ -48,10 +49,13 @@ def test_figure6_from_fixture_results(fixture_results, tmp_path):
     assert path.stat().st_size > 10_000
     plain, res = fig.axes
     assert [l.get_label() for l in plain.get_lines() if not l.get_label().startswith("_")] == ["plain-20", "plain-56"]
-    assert plain.get_ylim() == (0, 20)
+    assert plain.get_ylim() == (0, 20)  # the paper's range, where the errors fit it
+    fake_run(fixture_results, 16.0, net="plain", depth=32)  # ends at 16.55%: above the paper's range
+    high = plot_figure6(load_runs(fixture_results))
+    assert high.axes[0].get_ylim() == (0, 30)  # raised to keep the curves' last part in view
     styles = {l.get_linestyle() for l in res.get_lines()}
     assert styles == {"--", "-"}  # dashed training error, solid test error
-    assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(0.4)  # x in 1e4 iterations
+    assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(6.4)  # x in 1e4 iterations
 
 
 def test_figure6_third_panel_when_resnet1202_exists(fixture_results, tmp_path):
@@ -94,7 +98,7 @@ def test_figure7_from_tiny_models(tmp_path):
     (lambda m: m.update(final_test_error=None), "final_test_error"),
 ])
 def test_malformed_metadata_is_named(fixture_results, damage, match):
-    path = fixture_results / "resnet20-seed0" / "run.json"
+    path = fixture_results / FIXTURE_STUDY / "resnet20-seed0" / "run.json"
     meta = json.loads(path.read_text())
     damage(meta)
     path.write_text(json.dumps(meta))
@@ -103,7 +107,7 @@ def test_malformed_metadata_is_named(fixture_results, damage, match):
 
 
 def test_unreadable_json_is_named(fixture_results):
-    path = fixture_results / "plain20-seed0" / "run.json"
+    path = fixture_results / FIXTURE_STUDY / "plain20-seed0" / "run.json"
     path.write_text("{not json")
     with pytest.raises(ResultsError, match="plain20-seed0/run.json.*not valid JSON"):
         read_meta(path)
@@ -117,14 +121,14 @@ def test_unreadable_json_is_named(fixture_results):
     (lambda t: "\n".join(t.splitlines()[:1] + t.splitlines()[1:][::-1]) + "\n", "increasing"),
 ])
 def test_malformed_csv_is_named(fixture_results, edit, match):
-    path = fixture_results / "resnet56-seed0" / "log.csv"
+    path = fixture_results / FIXTURE_STUDY / "resnet56-seed0" / "log.csv"
     path.write_text(edit(path.read_text()))
     with pytest.raises(ResultsError, match=match):
         read_csv(path)
 
 
 def test_finished_run_must_be_complete(fixture_results):
-    (fixture_results / "resnet56-seed1" / "weights.pt").unlink()
+    (fixture_results / FIXTURE_STUDY / "resnet56-seed1" / "weights.pt").unlink()
     with pytest.raises(ResultsError, match="resnet56-seed1.*weights.pt"):
         load_runs(fixture_results)
 
@@ -146,7 +150,7 @@ def test_csv_round_trip_keeps_every_value():
 
 def test_pretrained_and_torch_hub_load_committed_style_runs(fixture_results):
     model = pretrained("resnet56", fixture_results)  # the lowest seed
-    want = torch.load(fixture_results / "resnet56-seed0" / "weights.pt", weights_only=True)
+    want = torch.load(fixture_results / FIXTURE_STUDY / "resnet56-seed0" / "weights.pt", weights_only=True)
     assert all(torch.equal(model.state_dict()[k], want[k]) for k in want)
     assert not model.training
     with pytest.raises(FileNotFoundError, match="resnet110.*available"):
@@ -168,11 +172,13 @@ def test_cli_help_documents_every_setting(capsys):
 
 
 def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
-    figure = tmp_path / "f6.png"
-    assert main(["plot", "--results", str(fixture_results), "--figure", str(figure), "--shortcuts", "20"]) == 0
+    assert main(["plot", "--results", str(fixture_results), "--assets", str(tmp_path), "--shortcuts", "20"]) == 0
     out = capsys.readouterr().out
-    assert "ResNet-56" in out and "plain-20" in out and figure.exists()
+    assert "ResNet-56" in out and "plain-20" in out and (tmp_path / f"figure6-{FIXTURE_STUDY}.png").exists()
     assert (tmp_path / "shortcuts-20.png").exists()
+    # a mistyped results folder draws nothing and overwrites nothing
+    assert main(["plot", "--results", str(tmp_path / "typo"), "--assets", str(tmp_path / "a2")]) == 2
+    assert "no finished runs" in capsys.readouterr().err and not (tmp_path / "a2").exists()
 
 
 def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
@@ -191,7 +197,8 @@ def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
                            capture_output=True, text=True, cwd=ROOT)
     assert sweep.returncode == 0, sweep.stderr
     assert "plain8-seed0: finished" in sweep.stdout and "resnet8-seed0: finished" in sweep.stdout
-    report = subprocess.run([sys.executable, "-m", "resnet", "evaluate", str(tmp_path / "plain8-seed0"), "--device", "cpu"],
+    plain = dataclasses.replace(cfg, net="plain").run_dir(tmp_path)
+    report = subprocess.run([sys.executable, "-m", "resnet", "evaluate", str(plain), "--device", "cpu"],
                             capture_output=True, text=True, cwd=ROOT)
     result = json.loads(report.stdout)
     assert result["test_error"] == result["recorded_test_error"]
@@ -205,13 +212,48 @@ def test_cli_reports_bad_depth_clearly():
 
 def test_findings_check_the_papers_claims(fixture_results):
     lines = findings(load_runs(fixture_results))
-    assert "ResNet-20: 9.05% vs paper 8.75%, +0.30 points" in lines
-    assert any(l.startswith("deeper plain nets are worse (degradation), test error: holds") for l in lines)
-    assert any(l.startswith("deeper ResNets are better, test error: holds") for l in lines)
+    assert lines[0] == "data fixture, paper's schedule (64,000 iterations), fp32:"
+    assert "  ResNet-20: 9.05% vs paper 8.75%, +0.30 points" in lines
+    assert any(l.startswith("  deeper plain nets are worse (degradation), test error: holds") for l in lines)
+    assert any(l.startswith("  deeper ResNets are better, test error: holds") for l in lines)
     fake_run(fixture_results, 9.5, net="resnet", depth=32)  # worse than ResNet-20: the claim fails
     lines = findings(load_runs(fixture_results))
-    assert any(l.startswith("deeper ResNets are better, test error: does not hold (20: 9.05, 32: 10.05") for l in lines)
+    assert any(l.startswith("  deeper ResNets are better, test error: does not hold (20: 9.05, 32: 10.05") for l in lines)
     assert findings([]) == ["no finished runs to compare with the paper"]
+
+
+def test_a_short_schedule_study_is_checked_for_the_claims_but_never_compared_with_the_papers_numbers(fixture_results):
+    for net, depth, err in (("plain", 20, 12.0), ("plain", 56, 15.0), ("resnet", 20, 11.0), ("resnet", 56, 10.0)):
+        fake_run(fixture_results, err, net=net, depth=depth, schedule="1/8", precision="bf16")
+    runs = load_runs(fixture_results)
+    lines = findings(runs)
+    short = lines.index("data fixture, 1/8 schedule (8,000 iterations), bf16:")
+    assert lines[short + 1:short + 5] == [
+        "  plain-20: 12.55% (not the paper's protocol: not compared with its 9.70%)",
+        "  plain-56: 15.55% (not the paper's protocol: not compared with its 13.20%)",
+        "  ResNet-20: 11.55% (not the paper's protocol: not compared with its 8.75%)",
+        "  ResNet-56: 10.55% (not the paper's protocol: not compared with its 6.97%)"]
+    assert "  deeper ResNets are better, test error: holds (20: 11.55, 56: 10.55)" in lines[short:]
+    table = error_table(runs)
+    short_rows = table[table["schedule"] == "1/8"]
+    assert len(short_rows) == 4 and (short_rows["paper"] == "").all() and (short_rows["precision"] == "bf16").all()
+    assert (short_rows["iterations"] == 8000).all()
+    full = table[table["schedule"] == "full"].set_index("network")
+    assert full.loc["ResNet-20", "paper"] == "8.75" and full.loc["ResNet-20", "iterations"] == 64000
+
+
+def test_every_study_gets_its_own_figure6_labelled_with_data_schedule_and_precision(fixture_results, tmp_path):
+    from resnet import plot_studies
+
+    fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
+    runs = load_runs(fixture_results)
+    with pytest.raises(ValueError, match="one Figure 6 per study"):
+        plot_figure6(runs)
+    figures = plot_studies(runs, tmp_path)
+    assert sorted(figures) == ["fixture-1of8-bf16", FIXTURE_STUDY]
+    assert all((tmp_path / f"figure6-{study}.png").exists() for study in figures)
+    fig = plot_figure6([r for r in runs if r.study == "fixture-1of8-bf16"])
+    assert "data fixture, 1/8 schedule (8,000 iterations), bf16" in fig._suptitle.get_text()
 
 
 def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
@@ -223,3 +265,25 @@ def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
                       "ResNet-20 (C) (283,962 params)"]
     table = error_table(runs).set_index("network")
     assert table.loc["ResNet-20 (C)", "params"] == 283_962 and table.loc["ResNet-20 (B)", "params"] == 272_474
+
+
+def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):
+    from resnet.report import END, START, results_markdown, update_readme
+
+    fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
+    running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
+    meta = read_meta(running / "run.json")
+    meta.update(status="running", iterations_done=3000, final_test_error=None)
+    (running / "weights.pt").unlink()
+    (running / "run.json").write_text(json.dumps(meta))
+    text = results_markdown(fixture_results, "assets")
+    short, full = text.split("### data fixture, paper's schedule")
+    assert short.startswith("### data fixture, 1/8 schedule (8,000 iterations), bf16")
+    assert "![Figure 6, fixture-1of8-bf16](assets/figure6-fixture-1of8-bf16.png)" in short
+    assert "- plain20-seed0: running, 3,000 of 8,000 iterations; test error" in short
+    assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
+    assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
+    assert update_readme(readme, fixture_results, "assets") and not update_readme(readme, fixture_results, "assets")
+    assert readme.read_text() == f"intro\n{START}\n{text}\n{END}\noutro\n"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, train
+from resnet.training import finished_meta
 from resnet.results import CSV_COLUMNS, read_csv, read_meta
 
 from .conftest import tiny_config
@@ -49,7 +50,7 @@ def finished_run(tmp_path_factory, small_data):
 
 def test_a_short_real_run_learns_and_writes_valid_results(finished_run, small_data):
     cfg, results, meta = finished_run
-    run_dir = results / cfg.name
+    run_dir = cfg.run_dir(results)
     assert meta["status"] == "finished" and read_meta(run_dir / "run.json") == meta
     log = read_csv(run_dir / "log.csv")
     assert list(log.columns) == list(CSV_COLUMNS)
@@ -68,20 +69,27 @@ def test_a_short_real_run_learns_and_writes_valid_results(finished_run, small_da
 
 def test_a_finished_run_is_not_retrained(finished_run, small_data):
     cfg, results, meta = finished_run
-    stamp = (results / cfg.name / "weights.pt").stat().st_mtime_ns
+    stamp = (cfg.run_dir(results) / "weights.pt").stat().st_mtime_ns
     assert train(cfg, results, data=small_data, progress=False) == meta
-    assert (results / cfg.name / "weights.pt").stat().st_mtime_ns == stamp
+    assert (cfg.run_dir(results) / "weights.pt").stat().st_mtime_ns == stamp
     with pytest.raises(RunConflict, match=r"other settings: lr 0\.1 \(asked for 0\.05\)"):
         train(dataclasses.replace(cfg, lr=0.05), results, data=small_data, progress=False)
-    with pytest.raises(RunConflict, match=f"other settings: data '{meta['data_source']}' \\(asked for 'official'\\)"):
-        train(dataclasses.replace(cfg, data="official"), results, data=small_data, progress=False)
+    # other data is another study, in another folder: no conflict, and the finished run is left alone
+    official = dataclasses.replace(cfg, data="official")
+    assert official.run_dir(results).parent.name == "official-full-fp32" != cfg.run_dir(results).parent.name
+    assert finished_meta(official, results) is None
+    # another source that maps to the same study folder is refused, naming the difference
+    zipped = dataclasses.replace(cfg, data="/elsewhere/cifar10-jpeg.zip")
+    assert zipped.run_dir(results) == cfg.run_dir(results)
+    with pytest.raises(RunConflict, match=f"other settings: data '{meta['data_source']}' \\(asked for 'cifar10-jpeg.zip'\\)"):
+        train(zipped, results, data=small_data, progress=False)
     moved = dataclasses.replace(cfg, data="/elsewhere/" + cfg.data.rsplit("/", 1)[1], device="auto")
     assert train(moved, results, data=small_data, progress=False) == meta  # same data, another machine's path
 
 
 def test_evaluation_reproduces_the_recorded_test_error(finished_run):
     cfg, results, meta = finished_run
-    report = evaluate_run(results / cfg.name, device="cpu")
+    report = evaluate_run(cfg.run_dir(results), device="cpu")
     assert report["same_data"] and report["test_error"] == meta["final_test_error"]
 
 
@@ -89,15 +97,15 @@ def test_resume_ends_bit_for_bit_where_an_uninterrupted_run_does(tmp_path, small
     cfg, results, _ = finished_run
     partial = train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     assert partial["status"] == "running" and partial["iterations_done"] == 20
-    assert (tmp_path / cfg.name / "checkpoint.pt").exists()
+    assert (cfg.run_dir(tmp_path) / "checkpoint.pt").exists()
     resumed = train(cfg, tmp_path, data=small_data, progress=False)
     assert resumed["status"] == "finished"
-    a = torch.load(results / cfg.name / "weights.pt", weights_only=True)
-    b = torch.load(tmp_path / cfg.name / "weights.pt", weights_only=True)
+    a = torch.load(cfg.run_dir(results) / "weights.pt", weights_only=True)
+    b = torch.load(cfg.run_dir(tmp_path) / "weights.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     timing = ["elapsed_s", "images_per_s"]
-    assert read_csv(results / cfg.name / "log.csv").drop(columns=timing).equals(
-        read_csv(tmp_path / cfg.name / "log.csv").drop(columns=timing))
+    assert read_csv(cfg.run_dir(results) / "log.csv").drop(columns=timing).equals(
+        read_csv(cfg.run_dir(tmp_path) / "log.csv").drop(columns=timing))
 
 
 def test_warmup_ends_and_the_lr_comes_back_to_0_1(tmp_path, small_data):
@@ -105,7 +113,7 @@ def test_warmup_ends_and_the_lr_comes_back_to_0_1(tmp_path, small_data):
     cfg = tiny_config(warmup=True, warmup_until_error=0.0, warmup_max_iterations=15, warmup_check_every=5)
     meta = train(cfg, tmp_path, data=small_data, progress=False)
     assert meta["warmup_end"] == 15
-    assert read_csv(tmp_path / cfg.name / "log.csv")["lr"].tolist() == pytest.approx([0.01, 0.1, 0.01, 0.001])
+    assert read_csv(cfg.run_dir(tmp_path) / "log.csv")["lr"].tolist() == pytest.approx([0.01, 0.1, 0.01, 0.001])
     # always below: it ends at the first check
     cfg = tiny_config(warmup=True, warmup_until_error=100.0, warmup_check_every=5, seed=1)
     assert train(cfg, tmp_path, data=small_data, progress=False)["warmup_end"] == 5
@@ -114,7 +122,7 @@ def test_warmup_ends_and_the_lr_comes_back_to_0_1(tmp_path, small_data):
 def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint(tmp_path, small_data):
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
-    run_dir = tmp_path / cfg.name
+    run_dir = cfg.run_dir(tmp_path)
     checkpoint = (run_dir / "checkpoint.pt").read_bytes()
     poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
     poisoned.train_x[::7] = float("nan")
@@ -132,10 +140,9 @@ def test_sweep_trains_what_is_missing_and_refuses_duplicates(tmp_path):
     configs = [tiny_config(net="plain", iterations=10), tiny_config(iterations=10)]
     metas = sweep(configs, tmp_path, progress=False)
     assert [m["name"] for m in metas] == ["plain8-seed0", "resnet8-seed0"] and all(m["status"] == "finished" for m in metas)
-    names = ("plain8-seed0", "resnet8-seed0")
-    mtimes = [(tmp_path / n / "weights.pt").stat().st_mtime_ns for n in names]
+    mtimes = [(c.run_dir(tmp_path) / "weights.pt").stat().st_mtime_ns for c in configs]
     assert sweep(configs, tmp_path, progress=False) == metas
-    assert mtimes == [(tmp_path / n / "weights.pt").stat().st_mtime_ns for n in names]
+    assert mtimes == [(c.run_dir(tmp_path) / "weights.pt").stat().st_mtime_ns for c in configs]
     with pytest.raises(ValueError, match="duplicate"):
         sweep([configs[0], configs[0]], tmp_path)
 
@@ -145,7 +152,7 @@ def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path):
     meta = train(cfg, tmp_path, progress=False)
     assert cfg.name == "resnet8-val100-seed0" and meta["n_train"] == 900 and meta["n_val"] == 100
     assert meta["config"]["val_size"] == 100
-    log = read_csv(tmp_path / cfg.name / "log.csv")
+    log = read_csv(cfg.run_dir(tmp_path) / "log.csv")
     assert log["val_error"].notna().all() and log["val_error"].between(0, 100).all()
     # the default protocol has no validation columns filled
     assert TrainConfig().val_size == 0
@@ -155,6 +162,140 @@ def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path):
 def test_sweep_reports_a_conflict_before_training_anything(finished_run, parallel):
     cfg, results, _ = finished_run
     missing = dataclasses.replace(cfg, seed=7)
-    with pytest.raises(RunConflict, match=f"{cfg.name} holds a run with other settings: data"):
-        sweep([missing, dataclasses.replace(cfg, data="official")], results, parallel=parallel, progress=False)
-    assert not (results / missing.name).exists()
+    with pytest.raises(RunConflict, match=f"{cfg.name} holds a run with other settings: lr"):
+        sweep([missing, dataclasses.replace(cfg, lr=0.05)], results, parallel=parallel, progress=False)
+    assert not missing.run_dir(results).exists()
+
+
+# --- the schedule scale ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("iteration, lr", [(0, 0.1), (3_999, 0.1), (4_000, 0.01), (5_999, 0.01), (6_000, 0.001),
+                                           (7_999, 0.001)])
+def test_a_one_eighth_schedule_scales_the_iterations_and_milestones_and_nothing_else(iteration, lr):
+    short = TrainConfig(schedule="1/8")
+    assert learning_rate(iteration, short) == pytest.approx(lr)
+    assert (short.total_iterations, short.lr_milestones) == (8_000, (4_000, 6_000))
+    assert dataclasses.replace(short, schedule="1") == TrainConfig()  # everything else is the paper's
+    assert TrainConfig.from_dict(short.to_dict()) == short and TrainConfig(schedule="0.125") == short
+
+
+@pytest.mark.parametrize("schedule, match", [("0", r"\(0, 1\]"), ("3/2", r"\(0, 1\]"), ("fast", "fraction"),
+                                             ("1/0", "fraction"), ("1/1000000", "no iteration")])
+def test_bad_schedules_are_refused(schedule, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(schedule=schedule)
+
+
+def test_a_study_is_its_data_schedule_and_precision():
+    assert TrainConfig(data="official").study == "official-full-fp32"
+    cfg = TrainConfig(data="/x/cifar10-jpeg.tar.gz", schedule="1/8", precision="bf16")
+    assert cfg.study == "cifar10-jpeg-1of8-bf16" and cfg.run_dir("results").as_posix() == (
+        "results/cifar10-jpeg-1of8-bf16/resnet20-seed0")
+
+
+def test_a_half_schedule_run_trains_half_the_iterations_with_the_lr_divided_at_half_the_milestones(tmp_path, small_data):
+    cfg = tiny_config(schedule="1/2")  # 40 iterations, milestones 20 and 30 -> 20 iterations, 10 and 15
+    meta = train(cfg, tmp_path, data=small_data, progress=False)
+    log = read_csv(cfg.run_dir(tmp_path) / "log.csv")
+    assert meta["status"] == "finished" and log["iteration"].tolist() == [10, 20]
+    assert log["lr"].tolist() == pytest.approx([0.1, 0.001])
+    assert meta["config"]["schedule"] == "1/2" and cfg.run_dir(tmp_path).parent.name.endswith("-1of2-fp32")
+
+
+# --- stopping on time ------------------------------------------------------------------------------
+
+def test_a_time_limit_stops_at_a_checkpoint_from_which_the_run_resumes(tmp_path, small_data):
+    cfg = tiny_config()
+    # no interval fits in 0 s: the run stops at its first evaluation point, with a checkpoint
+    partial = train(cfg, tmp_path, data=small_data, time_limit=0, progress=False)
+    assert partial["status"] == "running" and partial["iterations_done"] == 10
+    assert (cfg.run_dir(tmp_path) / "checkpoint.pt").exists()
+    assert train(cfg, tmp_path, data=small_data, time_limit=3600, progress=False)["status"] == "finished"
+
+
+def test_a_sweep_out_of_time_starts_nothing(tmp_path):
+    configs = [tiny_config(net="plain", iterations=10), tiny_config(iterations=10)]
+    assert sweep(configs, tmp_path, time_limit=0, progress=False) == []
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_sweep_trains_in_the_order_given_and_stops_after_a_run_the_time_limit_stopped(tmp_path, monkeypatch):
+    import resnet.training
+
+    calls = []
+
+    def fake_train(cfg, results_dir, *, stop_at=None, time_limit=None, progress=True):
+        calls.append((cfg.name, time_limit))
+        stopped = cfg.depth == 14  # the time limit stops the second run
+        return {"name": cfg.name, "status": "running" if stopped else "finished", "iterations_done": 10}
+
+    monkeypatch.setattr(resnet.training, "train", fake_train)
+    configs = [tiny_config(depth=d) for d in (20, 14, 8)]
+    metas = sweep(configs, tmp_path, time_limit=1000, progress=False)
+    assert [name for name, _ in calls] == ["resnet20-seed0", "resnet14-seed0"]  # the third is not started
+    assert all(0 < limit <= 1000 for _, limit in calls) and calls[1][1] <= calls[0][1]
+    assert [m["name"] for m in metas] == ["resnet20-seed0", "resnet14-seed0"]
+    calls.clear()
+    sweep(configs, tmp_path, stop_at=10, progress=False)  # stop_at stops each run, not the sweep
+    assert [name for name, _ in calls] == ["resnet20-seed0", "resnet14-seed0", "resnet8-seed0"]
+
+
+# --- checkpoints are data, tied to their settings and data --------------------------------------------
+
+def test_a_checkpoint_resumes_only_under_its_own_settings_and_data(tmp_path, small_data):
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    (cfg.run_dir(tmp_path) / "run.json").unlink()  # even without run.json, the checkpoint knows its settings
+    with pytest.raises(RunConflict, match=r"other settings or data: lr 0\.1 \(asked for 0\.05\)"):
+        train(dataclasses.replace(cfg, lr=0.05), tmp_path, data=small_data, progress=False)
+    other = dataclasses.replace(small_data, checksum="f" * 64)
+    with pytest.raises(RunConflict, match="data checksum"):
+        train(cfg, tmp_path, data=other, progress=False)
+    assert train(cfg, tmp_path, data=small_data, progress=False)["status"] == "finished"
+
+
+def test_a_crafted_checkpoint_runs_no_code(tmp_path, small_data):
+    cfg = tiny_config()
+    run_dir = cfg.run_dir(tmp_path)
+    run_dir.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"model": Payload()}, run_dir / "checkpoint.pt")
+    with pytest.raises(RunConflict, match="unreadable checkpoint"):
+        train(cfg, tmp_path, data=small_data, progress=False)
+    assert not marker.exists()
+
+
+# --- what a sweep will cost ------------------------------------------------------------------------
+
+def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_run, small_data):
+    from resnet.cost import estimate_cost, format_cost
+
+    cfg, results, _ = finished_run
+    todo = dataclasses.replace(cfg, seed=3)
+    rows = estimate_cost([cfg, todo], results, iterations=2)
+    assert [r["run"] for r in rows] == [f"{todo.study}/{todo.name}"]
+    row = rows[0]
+    assert row["iterations left"] == 40 and row["s / iteration"] > 0 and row["s / evaluation"] > 0
+    assert row["hours"] == pytest.approx((40 * row["s / iteration"] + 4 * row["s / evaluation"]) / 3600)
+    assert format_cost(rows).splitlines()[-1].startswith("total: ")
+    assert format_cost([]) == "nothing left to train"
+
+
+def test_a_time_limit_stops_before_the_limit_when_the_next_interval_would_not_fit(tmp_path, small_data, monkeypatch):
+    import itertools
+
+    import resnet.training
+
+    # a clock that advances 1 s per reading: the trainer reads it at its start, when training starts, and twice per
+    # evaluation point, so each evaluation interval takes 1 s and the run is 4 s old at iteration 20
+    ticks = itertools.count()
+    monkeypatch.setattr(resnet.training, "clock", lambda: float(next(ticks)))
+    meta = train(tiny_config(), tmp_path, data=small_data, time_limit=4.5, progress=False)
+    assert meta["status"] == "running" and meta["iterations_done"] == 20  # 4 s + one more 1-s interval > 4.5 s

@@ -1,0 +1,87 @@
+"""What a sweep will cost on this machine, measured before it starts: a few timed iterations per network.
+
+So that nobody starts a 60-hour CPU study by accident, the notebook prints this table before its sweep. Each
+network's training step is timed on the real data, device and precision (after one untimed step), and one
+evaluation of the test set is timed on a tenth of it; a run's remaining cost is its remaining iterations times
+the first plus its remaining evaluations times the second. Checkpoints and process start are left out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from . import results
+from .config import TrainConfig
+from .data import random_crop_flip
+from .training import build, evaluate, prepare_data, resolve_device, step
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_network(cfg: TrainConfig, data, iterations: int = 3) -> tuple[float, float]:
+    """(seconds per training iteration, seconds per evaluation of the whole test set) of ``cfg`` on ``data``."""
+    device = data.train_x.device
+    model, optimizer = build(cfg, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    batch = torch.arange(cfg.batch_size, device=device) % len(data.train_x)
+    for i in range(iterations + 1):  # the first step (allocations, kernel choice) is not timed
+        if i == 1:
+            _sync(device)
+            start = time.perf_counter()
+        step(model, optimizer, random_crop_flip(data.train_x[batch], generator), data.train_y[batch], cfg.precision)
+    _sync(device)
+    per_iteration = (time.perf_counter() - start) / iterations
+    tenth = max(1, len(data.test_x) // 10)
+    start = time.perf_counter()
+    evaluate(model, data.test_x[:tenth], data.test_y[:tenth], cfg.precision)  # reads the result: synchronised
+    per_evaluation = (time.perf_counter() - start) * len(data.test_x) / tenth
+    return per_iteration, per_evaluation
+
+
+def iterations_left(cfg: TrainConfig, results_dir: str | Path) -> int:
+    """Iterations still to train for ``cfg`` in ``results_dir`` (from the run's recorded progress)."""
+    meta_path = cfg.run_dir(results_dir) / results.META_FILE
+    if not meta_path.exists():
+        return cfg.total_iterations
+    meta = results.read_meta(meta_path)
+    return 0 if meta["status"] == "finished" else cfg.total_iterations - meta["iterations_done"]
+
+
+def estimate_cost(configs: list[TrainConfig], results_dir: str | Path = "results", iterations: int = 3) -> list[dict]:
+    """One row per run still to train: its iterations left, the measured step and evaluation times, and the
+    projected hours; finished runs are left out (nothing is timed for them)."""
+    rows, loaded = [], {}
+    for cfg in configs:
+        left = iterations_left(cfg, results_dir)
+        if left == 0:
+            continue
+        device = resolve_device(cfg.device)
+        key = (cfg.data, cfg.train_subset, cfg.test_subset, cfg.val_size, str(device))
+        if key not in loaded:
+            loaded[key] = prepare_data(cfg, device)
+        per_it, per_eval = time_network(dataclasses.replace(cfg, device=str(device)), loaded[key], iterations)
+        done = cfg.total_iterations - left
+        evaluations = math.ceil(cfg.total_iterations / cfg.eval_every) - done // cfg.eval_every
+        rows.append({"run": f"{cfg.study}/{cfg.name}", "iterations left": left, "s / iteration": per_it,
+                     "s / evaluation": per_eval, "hours": (left * per_it + evaluations * per_eval) / 3600})
+    return rows
+
+
+def format_cost(rows: list[dict]) -> str:
+    """The estimate as plain text, with the total."""
+    if not rows:
+        return "nothing left to train"
+    lines = [f"{'run':<40} {'iterations left':>15} {'s/iter':>8} {'s/eval':>8} {'hours':>7}"]
+    for r in rows:
+        lines.append(f"{r['run']:<40} {r['iterations left']:>15,} {r['s / iteration']:>8.3f} "
+                     f"{r['s / evaluation']:>8.2f} {r['hours']:>7.2f}")
+    total = sum(r["hours"] for r in rows)
+    lines.append(f"total: {total:.1f} hours on this machine, one run at a time")
+    return "\n".join(lines)

@@ -1,0 +1,73 @@
+"""The README's results section, generated from the runs in ``results/``: no number in it is typed by hand.
+
+``python -m resnet report`` rewrites the part of README.md between the two markers below; a test checks that
+the committed README matches what the committed results generate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import TrainConfig, study_label
+from .results import by_study, error_table, findings, load_runs
+
+START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows of equal keys as a GitHub markdown table."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _in_progress(runs) -> list[str]:
+    lines = []
+    for run in runs:
+        if run.meta["status"] == "finished":
+            continue
+        cfg = TrainConfig.from_dict(run.config)
+        last = run.log.iloc[-1] if run.log is not None and len(run.log) else None
+        so_far = "" if last is None else (f"; test error {last['test_error']:.2f}%, training error "
+                                          f"{last['train_error']:.2f}% at its last evaluation")
+        lines.append(f"- {run.meta['name']}: {run.meta['status']}, {run.meta['iterations_done']:,} of "
+                     f"{cfg.total_iterations:,} iterations{so_far}")
+    return lines
+
+
+def results_markdown(results_dir: str | Path = "results", assets: str | Path = "assets") -> str:
+    """Every study under ``results_dir``: its Figure 6, error table, the paper's claims checked, runs in progress."""
+    every = load_runs(results_dir, finished_only=False)
+    if not every:
+        return "No run has been trained yet."
+    parts = []
+    for study, runs in by_study(every).items():
+        finished = [r for r in runs if r.meta["status"] == "finished"]
+        devices = sorted({r.meta["device_name"] for r in runs})
+        parts.append(f"### {study_label(runs[0].config)}\n\n"
+                     f"`{Path(results_dir).name}/{study}/`, data source `{runs[0].meta['data_source']}`, "
+                     f"trained on {', '.join(devices)}.")
+        if finished:
+            figure = Path(assets) / f"figure6-{study}.png"
+            table = error_table(finished).drop(columns=["schedule", "iterations", "precision", "data"])
+            parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
+                         + "\n".join(f"- {line.strip()}" for line in findings(finished)[1:]))
+        progress = _in_progress(runs)
+        if progress:
+            parts.append("In progress:\n\n" + "\n".join(progress))
+    return "\n\n".join(parts)
+
+
+def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "results",
+                  assets: str | Path = "assets") -> bool:
+    """Rewrite the results section of ``readme``; True when it changed."""
+    path = Path(readme)
+    text = path.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{path}: the markers {START!r} and {END!r} are missing")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{results_markdown(results_dir, assets)}\n{END}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text

@@ -1,0 +1,41 @@
+"""The committed results: every finished run's weights, re-evaluated on the CPU on its own data, give the test
+error its run.json records; every run's files are valid; and the README's results section is generated from them."""
+import pytest
+
+from resnet import evaluate_run, load_runs
+from resnet.results import read_meta
+
+from .conftest import JPEG_ARCHIVE, ROOT
+
+COMMITTED = ROOT / "results"
+FINISHED = [run.path for run in load_runs(COMMITTED)]
+# A CPU-trained run is re-evaluated by the same kernels in the same precision: the error must match exactly.
+# A GPU-trained run's weights evaluated on a CPU may flip a few of the 10,000 test images' predictions (other
+# convolution algorithms, other summation order); 0.2 points is 20 images.
+GPU_TOLERANCE = 0.2
+
+
+def test_every_committed_run_folder_is_valid():
+    # load_runs validates run.json against log.csv and the weights' presence; unfinished runs too
+    runs = load_runs(COMMITTED, finished_only=False)
+    assert len(runs) == len(list(COMMITTED.rglob("run.json")))
+
+
+@pytest.mark.parametrize("run_dir", FINISHED, ids=[f"{p.parent.name}/{p.name}" for p in FINISHED])
+def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir):
+    meta = read_meta(run_dir / "run.json")
+    report = evaluate_run(run_dir, data=str(JPEG_ARCHIVE), device="cpu")
+    assert report["same_data"], (
+        f"{run_dir} was trained on {meta['data_source']} ({meta['data_checksum'][:12]}…), but the data here is "
+        f"{report['data_source']} ({report['data_checksum'][:12]}…): point RESNET_TEST_DATA at the run's source")
+    tolerance = 0.0 if meta["device_name"].startswith("cpu") else GPU_TOLERANCE
+    assert abs(report["test_error"] - meta["final_test_error"]) <= tolerance, report
+
+
+def test_the_readmes_results_section_is_generated_from_the_committed_runs():
+    from resnet.report import END, START, results_markdown
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert section == results_markdown(COMMITTED, "assets").strip(), (
+        "README.md's results section is stale: run `python -m resnet report`")
