@@ -44,6 +44,7 @@ def _add_limit_flags(parser: argparse.ArgumentParser, each: str = ""):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resnet", description=(
         "Reproduce He et al. 2016, section 4.2 (CIFAR-10): train, sweep, evaluate, plot."))
+    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one network (resumes, or skips it if finished)")
@@ -86,6 +87,16 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
 
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, RuntimeError, OSError) as e:  # bad settings, data, results files, conflicts, locks
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "train":
         from .training import train
 

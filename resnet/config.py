@@ -18,8 +18,15 @@ SHORTCUTS = ("A", "B", "C")
 PRECISIONS = ("fp32", "bf16")
 
 
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
+def _f(default, help: str, identity: bool = True, **kw):
+    """A setting with its help text; ``identity=False`` marks one that says how to run, not what is trained
+    (a run resumed or recognised under another value is the same run)."""
+    return field(default=default, metadata={"help": help, "identity": identity, **kw})
+
+
+def identity_fields() -> list[str]:
+    """The settings that make a run what it is: any difference is another run."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.metadata["identity"]]
 
 
 @dataclass(frozen=True)
@@ -45,15 +52,16 @@ class TrainConfig:
     warmup_check_every: int = _f(20, "iterations between warm-up checks (each check is one host sync)")
     seed: int = _f(0, "seed of initialisation, batch order and augmentation")
     # data
-    data: str = _f("official", "'official' (torchvision's CIFAR-10 download) or a path to an image tree/archive")
+    data: str = _f("", "'official' (torchvision's CIFAR-10 download) or a path to an image tree/archive; "
+                       "'' (the default): $RESNET_DATA if set, else 'official'")
     train_subset: int = _f(0, "use only this many training images, class-balanced (0 = all 50,000)")
     test_subset: int = _f(0, "use only this many test images, class-balanced (0 = all 10,000)")
     val_size: int = _f(0, "hold out this many training images as a validation set (5000 = the paper's 45k/5k split; 0 = none)")
     # bookkeeping
-    eval_every: int = _f(391, "iterations between evaluations / CSV rows (391 = one epoch of 50k)")
-    checkpoint_every: int = _f(3_910, "iterations between checkpoints; a multiple of eval_every")
+    eval_every: int = _f(391, "iterations between evaluations / CSV rows (391 = one epoch of 50k)", identity=False)
+    checkpoint_every: int = _f(3_910, "iterations between checkpoints; a multiple of eval_every", identity=False)
     # execution
-    device: str = _f("auto", "'auto' (CUDA when available), 'cuda', 'cpu'")
+    device: str = _f("auto", "'auto' (CUDA when available), 'cuda', 'cpu'", identity=False)
     precision: str = _f("fp32", "'fp32' or 'bf16' (autocast; CUDA)", choices=PRECISIONS)
 
     def __post_init__(self):
@@ -71,6 +79,18 @@ class TrainConfig:
         if self.checkpoint_every % self.eval_every:
             raise ValueError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every ({self.eval_every})")
+        for name in ("train_subset", "test_subset", "val_size", "weight_decay", "warmup_max_iterations"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        for name in ("lr", "warmup_lr", "lr_decay"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.warmup_until_error <= 100:
+            raise ValueError(f"warmup_until_error is a percentage in [0, 100], got {self.warmup_until_error}")
+        if any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be positive iterations, got {self.milestones}")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
@@ -155,8 +175,10 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
 
 def resolve_source(data: str) -> str:
-    """The data source meant by ``data``: itself, else the environment variable RESNET_DATA, else 'official'."""
-    return data or os.environ.get("RESNET_DATA", "") or "official"
+    """The data source meant by ``data``: itself, else the environment variable RESNET_DATA, else 'official';
+    a path is made absolute, so that a run's record finds its data from any folder."""
+    data = data or os.environ.get("RESNET_DATA", "") or "official"
+    return data if data == "official" else str(Path(data).expanduser().resolve())
 
 
 def data_label(data: str) -> str:

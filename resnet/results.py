@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import TrainConfig, schedule_label, study_label
+from .config import TrainConfig, identity_fields, schedule_label, study_label
 
 CSV_FILE, META_FILE, WEIGHTS_FILE = "log.csv", "run.json", "weights.pt"
 
@@ -152,6 +152,9 @@ def load_runs(results_dir: str | Path, finished_only: bool = True) -> list[Run]:
     runs = []
     for meta_path in sorted(Path(results_dir).rglob(META_FILE)):
         meta = read_meta(meta_path)
+        if meta_path.parent.name != meta["name"]:  # a copy (e.g. '-backup') would count as another seed
+            raise ResultsError(f"{meta_path.parent} holds the run {meta['name']!r}: a run's folder bears its "
+                               "name; rename it, or move the copy out of the results folder")
         if finished_only and meta["status"] != "finished":
             continue
         csv_path = meta_path.parent / CSV_FILE
@@ -227,8 +230,11 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
     """One row per network: final test error (mean ± std over seeds), best-epoch error (labelled), the paper's."""
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        c = run.config
-        key = (run.study, c["net"] != "resnet", c["depth"], c["shortcut"], c.get("val_size", 0))
+        c, cfg = run.config, TrainConfig.from_dict(run.config)
+        # seeds of one network: runs equal in every setting of their identity but the seed (and the data's path)
+        same = repr([getattr(cfg, f) for f in identity_fields() if f not in ("seed", "data")])
+        key = (run.study, c["net"] != "resnet", c["depth"], c["shortcut"], c.get("val_size", 0), same,
+               run.meta["data_source"])
         groups.setdefault(key, []).append(run)
     records = []
     for key in sorted(groups):
@@ -238,6 +244,7 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
         paper = PAPER_TEST_ERROR.get((c["net"], c["depth"])) if paper_protocol(c) else None
         record = {
             "network": network_label(c),
+            "settings": own_settings(cfg),
             "params": group[0].meta["parameters"],
             "seeds": len(group),
             "schedule": schedule_label(cfg.schedule),
@@ -254,7 +261,21 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
                 v = values.get((c["net"], c["depth"])) if paper is not None else None
                 record[peer] = "" if v is None else f"{v:.2f}"
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    table = pd.DataFrame.from_records(records)
+    if not table.empty and not table["settings"].any():
+        table = table.drop(columns="settings")  # all of the paper's: nothing to say
+    return table
+
+
+# shown elsewhere in a table row (network, seeds, schedule, precision, data) or not about what is trained
+_SHOWN = ("net", "depth", "shortcut", "seed", "data", "schedule", "precision", "val_size")
+
+
+def own_settings(cfg: TrainConfig) -> str:
+    """The settings of a run's identity that differ from the paper's, e.g. 'lr 0.05, batch_size 64'."""
+    paper = TrainConfig()
+    return ", ".join(f"{f} {getattr(cfg, f)}" for f in identity_fields()
+                     if f not in _SHOWN and getattr(cfg, f) != getattr(paper, f))
 
 
 def format_table(df: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import results
-from .config import TrainConfig
+from .config import TrainConfig, identity_fields
 from .data import BatchSampler, DeviceData, load_cifar10, random_crop_flip, resolve_source, source_name, to_device
 from .models import build_model, count_parameters
 
@@ -33,6 +34,43 @@ class TrainingDiverged(RuntimeError):
 
 class RunConflict(RuntimeError):
     """A results folder already holds a different run under the same name."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is training this run."""
+
+
+LOCK_FILE = "train.lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold the run folder's exclusive lock while training it; a second process is refused, told which holds it.
+
+    An flock, released by the kernel on any exit of its process (a crash or kill -9 included), so no lock
+    outlives its process and none needs clearing by hand. The file names its holder, for the message.
+    """
+    import fcntl
+
+    path = run_dir / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLocked(f"{run_dir} is being trained by {holder}; wait for it to stop, or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {platform.node()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.seek(0)
+        handle.truncate()
+        handle.close()  # releases the lock
 
 
 def learning_rate(iteration: int, cfg: TrainConfig, warming_up: bool = False) -> float:
@@ -107,14 +145,14 @@ def _save(obj, path: Path):
 
 
 def _differences(recorded: TrainConfig, requested: TrainConfig) -> list[str]:
-    # The device and the folder holding the data may differ between machines; the data's name may not
-    # (official vs the JPEG stand-in), nor any other setting.
+    # The folder holding the data may differ between machines; the data's name may not (official vs the JPEG
+    # stand-in), nor any setting of the run's identity (the device and checkpoint interval are not).
     diffs = [] if source_name(recorded.data) == source_name(requested.data) else [
         f"data {source_name(recorded.data)!r} (asked for {source_name(requested.data)!r})"]
-    for field in dataclasses.fields(TrainConfig):
-        was, asked = getattr(recorded, field.name), getattr(requested, field.name)
-        if field.name not in ("device", "data") and was != asked:
-            diffs.append(f"{field.name} {was!r} (asked for {asked!r})")
+    for name in identity_fields():
+        was, asked = getattr(recorded, name), getattr(requested, name)
+        if name != "data" and was != asked:
+            diffs.append(f"{name} {was!r} (asked for {asked!r})")
     return diffs
 
 
@@ -145,11 +183,18 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     call_start = clock()
     cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
     run_dir = cfg.run_dir(results_dir)
-    meta_path = run_dir / results.META_FILE
     finished = finished_meta(cfg, results_dir)
     if finished is not None:
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        # checked again under the lock: another process may have finished the run meanwhile
+        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, data, stop_at, time_limit, progress, call_start)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: int | None, time_limit: float | None,
+           progress: bool, call_start: float) -> dict:
+    meta_path = run_dir / results.META_FILE
 
     device = resolve_device(cfg.device)
     if data is None:
@@ -304,8 +349,6 @@ def _progress_bar(total: int, initial: int, name: str, enabled: bool):
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 

@@ -204,10 +204,28 @@ def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
     assert result["test_error"] == result["recorded_test_error"]
 
 
-def test_cli_reports_bad_depth_clearly():
+def test_cli_reports_bad_input_in_one_line_and_the_traceback_only_with_debug(tmp_path):
     out = subprocess.run([sys.executable, "-m", "resnet", "train", "--depth", "21", "--iterations", "1"],
                          capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode != 0 and "depth must be 6n+2" in out.stderr
+    assert out.returncode == 1 and out.stderr == "error: depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got 21\n"
+    debug = subprocess.run([sys.executable, "-m", "resnet", "--debug", "train", "--depth", "21"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_cli_reads_the_data_from_resnet_data_and_records_it_as_an_absolute_path(tmp_path, monkeypatch):
+    import os
+
+    env = {**os.environ, "RESNET_DATA": "no-such-archive.tar.gz"}
+    out = subprocess.run([sys.executable, "-m", "resnet", "train", "--results", str(tmp_path), "--device", "cpu"],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 1 and str(ROOT / "no-such-archive.tar.gz") in out.stderr  # the env's, made absolute
+    monkeypatch.chdir(tmp_path)
+    from resnet import TrainConfig
+    from resnet.config import resolve_source
+
+    assert resolve_source("data/x.tar.gz") == str(tmp_path / "data" / "x.tar.gz")
+    assert resolve_source("official") == "official" and TrainConfig().data == ""
 
 
 def test_findings_check_the_papers_claims(fixture_results):
@@ -287,3 +305,18 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
     assert update_readme(readme, fixture_results, "assets") and not update_readme(readme, fixture_results, "assets")
     assert readme.read_text() == f"intro\n{START}\n{text}\n{END}\noutro\n"
+
+
+def test_the_table_averages_only_runs_that_differ_in_nothing_but_the_seed(fixture_results):
+    import shutil
+
+    fake_run(fixture_results, 9.9, net="resnet", depth=20, seed=1, lr=0.05)  # another lr: not a seed of ResNet-20
+    table = error_table(load_runs(fixture_results))
+    rows = table[table["network"] == "ResNet-20"].set_index("settings")
+    assert rows.loc["", "seeds"] == 1 and rows.loc["lr 0.05", "seeds"] == 1
+    assert rows.loc["lr 0.05", "paper"] == ""  # not the paper's protocol either
+    # a copy of a run under another folder name is refused, not counted as a second seed
+    shutil.copytree(fixture_results / FIXTURE_STUDY / "resnet56-seed0", fixture_results / FIXTURE_STUDY / "resnet56-seed0-backup")
+    with pytest.raises(ResultsError, match="resnet56-seed0-backup holds the run 'resnet56-seed0'"):
+        load_runs(fixture_results)
+    assert pretrained("resnet56", fixture_results) is not None  # the copy's name is no seed: ignored

@@ -1,6 +1,7 @@
 """The trainer: the paper's schedule, a real short run, resume, divergence, re-evaluation, sweeps."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,7 +35,14 @@ def test_paper_defaults():
 
 @pytest.mark.parametrize("kw, match", [({"checkpoint_every": 15, "eval_every": 10}, "multiple"),
                                        ({"net": "dense"}, "net"), ({"precision": "fp8"}, "precision"),
-                                       ({"milestones": (48_000, 32_000)}, "increasing"), ({"iterations": 0}, "positive")])
+                                       ({"milestones": (48_000, 32_000)}, "increasing"), ({"iterations": 0}, "positive"),
+                                       ({"test_subset": -10}, "test_subset must not be negative"),
+                                       ({"train_subset": -1000}, "train_subset must not be negative"),
+                                       ({"momentum": 1.5}, r"momentum must be in \[0, 1\)"),
+                                       ({"milestones": (-5,)}, "milestones must be positive"),
+                                       ({"lr_decay": 0}, "lr_decay must be positive"), ({"lr": -0.1}, "lr must be"),
+                                       ({"weight_decay": -1e-4}, "weight_decay must not be negative"),
+                                       ({"warmup_until_error": 180}, "percentage")])
 def test_bad_settings_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
@@ -299,3 +307,43 @@ def test_a_time_limit_stops_before_the_limit_when_the_next_interval_would_not_fi
     monkeypatch.setattr(resnet.training, "clock", lambda: float(next(ticks)))
     meta = train(tiny_config(), tmp_path, data=small_data, time_limit=4.5, progress=False)
     assert meta["status"] == "running" and meta["iterations_done"] == 20  # 4 s + one more 1-s interval > 4.5 s
+
+
+# --- one process per run ---------------------------------------------------------------------------
+
+def test_a_run_being_trained_is_refused_to_a_second_process_and_freed_when_the_first_dies(tmp_path, small_data):
+    import subprocess
+    import sys
+
+    from resnet.training import RunLocked, run_lock
+
+    cfg = tiny_config()
+    run_dir = cfg.run_dir(tmp_path)
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from resnet.training import run_lock\n"
+        f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLocked, match=f"being trained by process {holder.pid} on"):
+            train(cfg, tmp_path, data=small_data, progress=False)
+        assert not (run_dir / "run.json").exists()  # the refused process wrote nothing
+    finally:
+        holder.kill()  # as kill -9: no cleanup runs, the kernel drops the lock
+        holder.wait()
+    assert train(cfg, tmp_path, data=small_data, progress=False)["status"] == "finished"
+    with run_lock(run_dir):  # and the finished run's lock is free again
+        pass
+
+
+def test_how_a_run_is_run_is_not_part_of_what_it_is(finished_run, small_data, tmp_path):
+    from resnet.config import identity_fields
+
+    assert "checkpoint_every" not in identity_fields() and "device" not in identity_fields()
+    assert {"lr", "schedule", "precision", "seed", "data"} <= set(identity_fields())
+    cfg, results, meta = finished_run
+    assert train(dataclasses.replace(cfg, checkpoint_every=20), results, data=small_data, progress=False) == meta
+    train(cfg, tmp_path, data=small_data, stop_at=10, progress=False)  # resumed with checkpoints every 20
+    resumed = train(dataclasses.replace(cfg, checkpoint_every=20), tmp_path, data=small_data, progress=False)
+    assert resumed["status"] == "finished" and resumed["final_test_error"] == meta["final_test_error"]
