@@ -1,0 +1,63 @@
+"""The CPU campaign: the study's first real results, trained on a 2-core CPU a few hours at a time.
+
+    python tools/cpu_campaign.py --until 18:25 [--data ../shared/data/cifar10-jpeg.tar.gz] [--results results]
+
+One sweep, in this order (JPEG stand-in, seed 0, bf16 autocast, which benchmarks/bf16_cpu.md checks against fp32):
+  1. ResNet-20 and plain-20 at the paper's schedule;
+  2. all ten networks (plain and ResNet, depths 20, 32, 44, 56, 110) at the 1/8 schedule;
+  3. ResNet-56 and plain-56 at the paper's schedule.
+Finished runs are skipped, an unfinished one resumes from its checkpoint, and the run in progress stops at a
+checkpoint before --until (the next call goes on from there). Start it in the background, its output in an ignored
+log: nohup .venv/bin/python tools/cpu_campaign.py --until HH:MM > .campaign/campaign.log 2>&1 &
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from resnet import TrainConfig, sweep  # noqa: E402
+
+
+def campaign(data: str) -> list[TrainConfig]:
+    """The campaign's runs, in the order they train."""
+    base = TrainConfig(data=data, precision="bf16", device="cpu", seed=0)
+    nets = ("resnet", "plain")
+    step1 = [dataclasses.replace(base, net=n, depth=20) for n in nets]
+    step2 = [dataclasses.replace(base, net=n, depth=d, schedule="1/8") for d in (20, 32, 44, 56, 110) for n in nets]
+    step3 = [dataclasses.replace(base, net=n, depth=56) for n in nets]
+    return step1 + step2 + step3
+
+
+def seconds_until(clock_time: str, now: dt.datetime | None = None) -> float:
+    """Seconds from now to the next HH:MM (today, or tomorrow if it has passed)."""
+    now = now or dt.datetime.now()
+    hour, minute = map(int, clock_time.split(":"))
+    end = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if end <= now:
+        end += dt.timedelta(days=1)
+    return (end - now).total_seconds()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--until", required=True, help="HH:MM (this machine's clock): stop at a checkpoint before then")
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--results", default=str(ROOT / "results"))
+    args = p.parse_args(argv)
+    limit = seconds_until(args.until)
+    print(f"{dt.datetime.now():%H:%M:%S} campaign until {args.until} ({limit / 3600:.2f} h)", flush=True)
+    configs = campaign(args.data)
+    for meta in sweep(configs, args.results, time_limit=limit, progress=False):
+        print(f"{dt.datetime.now():%H:%M:%S} {meta['config']['schedule']:>4} {meta['name']}: {meta['status']} at "
+              f"iteration {meta['iterations_done']}, final test error {meta['final_test_error']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
