@@ -10,3 +10,13 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
     assert "SMOKE MODE" in md and "| plain-8 | fp32 |" in md and "| resnet-8 | fp32 |" in md and "Sweep: 2 networks" in md
     header = (tmp_path / "speed.csv").read_text().splitlines()[0]
     assert header.startswith("network,precision,iterations/s,projected 64k s") and "device" in header
+
+
+def test_study_cost_benchmark_smoke(tmp_path):
+    from benchmarks import study_cost
+
+    out = tmp_path / "cost.md"
+    study_cost.main(["--depths", "8", "--iterations", "1", "--device", "cpu", "--precision", "fp32",
+                     "--data", str(JPEG_ARCHIVE), "--out", str(out)])
+    text = out.read_text()
+    assert "| resnet-8 |" in text and "| plain-8 |" in text and "The 2 networks" in text and "hours at 1/8 (8k)" in text
