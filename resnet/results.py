@@ -12,10 +12,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 
 from .config import TrainConfig, identity_fields, schedule_label, study_label
+
+if TYPE_CHECKING:  # pandas is imported where tables are read or made: loading a model needs torch alone
+    import pandas as pd
 
 CSV_FILE, META_FILE, WEIGHTS_FILE = "log.csv", "run.json", "weights.pt"
 
@@ -104,6 +107,8 @@ def write_csv(rows: list[dict], path: Path):
 
 
 def read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     path = Path(path)
     try:
         df = pd.read_csv(path)
@@ -149,6 +154,8 @@ class Run:
 def load_runs(results_dir: str | Path, finished_only: bool = True) -> list[Run]:
     """Every run folder (one holding run.json) below ``results_dir``, of every study, validated, sorted by
     study and name."""
+    import pandas as pd
+
     runs = []
     for meta_path in sorted(Path(results_dir).rglob(META_FILE)):
         meta = read_meta(meta_path)
@@ -222,12 +229,16 @@ def network_label(config: dict) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
+    import pandas as pd
+
     s = pd.Series(values)
     return f"{s.mean():.2f}" if len(s) == 1 else f"{s.mean():.2f} ± {s.std(ddof=1):.2f}"
 
 
 def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
     """One row per network: final test error (mean ± std over seeds), best-epoch error (labelled), the paper's."""
+    import pandas as pd
+
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         c, cfg = run.config, TrainConfig.from_dict(run.config)

@@ -171,3 +171,15 @@ def test_peer_resnet20_recognises_the_jpeg_test_images(jpeg):
     # Measured here: 20.5% (the JPEG re-encoding costs a network trained on official images
     # much of its accuracy); a label or channel mix-up would sit near chance (90%).
     assert error < 35, f"peer ResNet-20 error {error:.1f}% on JPEG test images; its official-data error is 8.2%"
+
+
+def test_loading_the_library_and_a_model_needs_torch_alone():
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = ("import sys, resnet, resnet.models; import hubconf; "
+            "print(sorted(m for m in ('matplotlib', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
