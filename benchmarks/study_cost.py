@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 
@@ -63,6 +64,11 @@ Measured {env['date']} on {env['device']}, torch {env['torch']}, python {env['py
 {env['git_commit'][:10]}; data: {Path(args.data).name}.{(' ' + args.note) if args.note else ''}
 """
     out.write_text(text)
+    # the totals, machine-readable, for the README's cost table (resnet.report)
+    summary = {"device": env["device"], "precision": args.precision, "networks": len(configs),
+               "hours_paper_schedule": round(totals["1"], 2), "hours_1of8_schedule": round(totals["1/8"], 2),
+               "date": env["date"], "torch": env["torch"], "details": out.name}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     print(text)
 
 

@@ -35,12 +35,32 @@ def _in_progress(runs) -> list[str]:
     return lines
 
 
-def results_markdown(results_dir: str | Path = "results", assets: str | Path = "assets") -> str:
-    """Every study under ``results_dir``: its Figure 6, error table, the paper's claims checked, runs in progress."""
+def cost_markdown(benchmarks: str | Path = "benchmarks") -> str:
+    """What the ten-network study costs, as measured by benchmarks/study_cost.py (its JSON summaries)."""
+    import json
+
+    rows = []
+    for path in sorted(Path(benchmarks).glob("study_cost_*.json")):
+        s = json.loads(path.read_text())
+        rows.append({"device": s["device"], "precision": s["precision"], "networks": s["networks"],
+                     "hours, paper's schedule": f"{s['hours_paper_schedule']:.1f}",
+                     "hours, 1/8 schedule": f"{s['hours_1of8_schedule']:.1f}",
+                     "measured": f"{s['date']}, torch {s['torch']}, [details]({Path(benchmarks).name}/{s['details']})"})
+    if not rows:
+        return ""
+    return ("What the study costs, one network at a time (`python -m benchmarks.study_cost`: a few timed iterations "
+            "and a timed evaluation per network, as the notebook prints before its sweep):\n\n" + markdown_table(rows))
+
+
+def results_markdown(results_dir: str | Path = "results", assets: str | Path = "assets",
+                     benchmarks: str | Path = "benchmarks") -> str:
+    """What the study costs, then every study under ``results_dir``: its Figure 6, error table, the paper's claims
+    checked, runs in progress."""
+    cost = cost_markdown(benchmarks)
     every = load_runs(results_dir, finished_only=False)
+    parts = [cost] if cost else []
     if not every:
-        return "No run has been trained yet."
-    parts = []
+        return "\n\n".join(parts + ["No run has been trained yet."])
     for study, runs in by_study(every).items():
         finished = [r for r in runs if r.meta["status"] == "finished"]
         devices = sorted({r.meta["device_name"] for r in runs})
@@ -59,7 +79,7 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
 
 
 def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "results",
-                  assets: str | Path = "assets") -> bool:
+                  assets: str | Path = "assets", benchmarks: str | Path = "benchmarks") -> bool:
     """Rewrite the results section of ``readme``; True when it changed."""
     path = Path(readme)
     text = path.read_text()
@@ -67,7 +87,7 @@ def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "r
         raise ValueError(f"{path}: the markers {START!r} and {END!r} are missing")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{results_markdown(results_dir, assets)}\n{END}{tail}"
+    new = f"{head}{START}\n{results_markdown(results_dir, assets, benchmarks)}\n{END}{tail}"
     if new != text:
         path.write_text(new)
     return new != text

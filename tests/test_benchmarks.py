@@ -15,8 +15,12 @@ def test_speed_benchmark_smoke(tmp_path, capsys):
 def test_study_cost_benchmark_smoke(tmp_path):
     from benchmarks import study_cost
 
-    out = tmp_path / "cost.md"
+    out = tmp_path / "study_cost_cpu_fp32.md"
     study_cost.main(["--depths", "8", "--iterations", "1", "--device", "cpu", "--precision", "fp32",
                      "--data", str(JPEG_ARCHIVE), "--out", str(out)])
     text = out.read_text()
     assert "| resnet-8 |" in text and "| plain-8 |" in text and "The 2 networks" in text and "hours at 1/8 (8k)" in text
+    from resnet.report import cost_markdown
+
+    table = cost_markdown(tmp_path)  # the README's cost table, from the JSON summary beside
+    assert "| cpu (" in table and "| fp32 | 2 |" in table and "[details](" in table

@@ -37,5 +37,5 @@ def test_the_readmes_results_section_is_generated_from_the_committed_runs():
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert section == results_markdown(COMMITTED, "assets").strip(), (
+    assert section == results_markdown(COMMITTED, "assets", ROOT / "benchmarks").strip(), (
         "README.md's results section is stale: run `python -m resnet report`")

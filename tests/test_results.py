@@ -294,7 +294,7 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     meta.update(status="running", iterations_done=3000, final_test_error=None)
     (running / "weights.pt").unlink()
     (running / "run.json").write_text(json.dumps(meta))
-    text = results_markdown(fixture_results, "assets")
+    text = results_markdown(fixture_results, "assets", tmp_path / "no-benchmarks")
     short, full = text.split("### data fixture, paper's schedule")
     assert short.startswith("### data fixture, 1/8 schedule (8,000 iterations), bf16")
     assert "![Figure 6, fixture-1of8-bf16](assets/figure6-fixture-1of8-bf16.png)" in short
@@ -303,7 +303,9 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
-    assert update_readme(readme, fixture_results, "assets") and not update_readme(readme, fixture_results, "assets")
+    no_cost = tmp_path / "no-benchmarks"
+    assert update_readme(readme, fixture_results, "assets", no_cost)
+    assert not update_readme(readme, fixture_results, "assets", no_cost)
     assert readme.read_text() == f"intro\n{START}\n{text}\n{END}\noutro\n"
 
 
