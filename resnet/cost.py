@@ -16,7 +16,7 @@ import torch
 
 from . import results
 from .config import TrainConfig
-from .data import random_crop_flip
+from .data import BatchSampler, random_crop_flip
 from .training import build, evaluate, prepare_data, resolve_device, step
 
 
@@ -30,12 +30,15 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3) -> tuple[float, fl
     device = data.train_x.device
     model, optimizer = build(cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    batch = torch.arange(cfg.batch_size, device=device) % len(data.train_x)
+    # fresh batches as in training: one batch again and again is learnt by heart within a few steps, and the
+    # vanishing gradients that follow turn into denormal floats that slow a CPU step twenty-fold
+    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
     for i in range(iterations + 1):  # the first step (allocations, kernel choice) is not timed
         if i == 1:
             _sync(device)
             start = time.perf_counter()
-        step(model, optimizer, random_crop_flip(data.train_x[batch], generator), data.train_y[batch], cfg.precision)
+        idx = sampler.next()
+        step(model, optimizer, random_crop_flip(data.train_x[idx], generator), data.train_y[idx], cfg.precision)
     _sync(device)
     per_iteration = (time.perf_counter() - start) / iterations
     tenth = max(1, len(data.test_x) // 10)

@@ -347,3 +347,13 @@ def test_how_a_run_is_run_is_not_part_of_what_it_is(finished_run, small_data, tm
     train(cfg, tmp_path, data=small_data, stop_at=10, progress=False)  # resumed with checkpoints every 20
     resumed = train(dataclasses.replace(cfg, checkpoint_every=20), tmp_path, data=small_data, progress=False)
     assert resumed["status"] == "finished" and resumed["final_test_error"] == meta["final_test_error"]
+
+
+def test_the_cost_estimate_times_fresh_batches_as_training_does(small_data, monkeypatch):
+    import resnet.cost
+
+    seen = []
+    real_step = resnet.cost.step
+    monkeypatch.setattr(resnet.cost, "step", lambda model, opt, x, y, p: seen.append(y.clone()) or real_step(model, opt, x, y, p))
+    resnet.cost.time_network(tiny_config(), small_data, iterations=3)
+    assert len(seen) == 4 and all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
