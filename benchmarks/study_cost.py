@@ -66,7 +66,7 @@ Measured {env['date']} on {env['device']}, torch {env['torch']}, python {env['py
     out.write_text(text)
     # the totals, machine-readable, for the README's cost table (resnet.report)
     summary = {"device": env["device"], "precision": args.precision, "networks": len(configs),
-               "hours_paper_schedule": round(totals["1"], 2), "hours_1of8_schedule": round(totals["1/8"], 2),
+               "hours_paper_schedule": totals["1"], "hours_1of8_schedule": totals["1/8"],
                "date": env["date"], "torch": env["torch"], "details": out.name}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
     print(text)

@@ -27,11 +27,14 @@ def _in_progress(runs) -> list[str]:
         if run.meta["status"] == "finished":
             continue
         cfg = TrainConfig.from_dict(run.config)
-        last = run.log.iloc[-1] if run.log is not None and len(run.log) else None
+        done = run.meta["iterations_done"]  # at the last checkpoint; log.csv may run ahead of it
+        last = run.log.iloc[-1] if len(run.log) else None
+        logged = done if last is None else int(last["iteration"])
         so_far = "" if last is None else (f"; test error {last['test_error']:.2f}%, training error "
-                                          f"{last['train_error']:.2f}% at its last evaluation")
-        lines.append(f"- {run.meta['name']}: {run.meta['status']}, {run.meta['iterations_done']:,} of "
-                     f"{cfg.total_iterations:,} iterations{so_far}")
+                                          f"{last['train_error']:.2f}% at iteration {logged:,}")
+        ahead = "" if logged == done else f" (logged up to {logged:,})"
+        lines.append(f"- {run.meta['name']}: {run.meta['status']}, checkpoint at {done:,} of "
+                     f"{cfg.total_iterations:,} iterations{ahead}{so_far}")
     return lines
 
 

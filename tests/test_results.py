@@ -298,7 +298,8 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     short, full = text.split("### data fixture, paper's schedule")
     assert short.startswith("### data fixture, 1/8 schedule (8,000 iterations), bf16")
     assert "![Figure 6, fixture-1of8-bf16](assets/figure6-fixture-1of8-bf16.png)" in short
-    assert "- plain20-seed0: running, 3,000 of 8,000 iterations; test error" in short
+    assert ("- plain20-seed0: running, checkpoint at 3,000 of 8,000 iterations (logged up to 8,000); test error "
+            "12.55%, training error 10.55% at iteration 8,000") in short
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
     assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
     readme = tmp_path / "README.md"
