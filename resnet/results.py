@@ -49,6 +49,12 @@ META_FIELDS = {
     "final_test_error": OPT_NUM, "best_test_error": OPT_NUM, "best_test_iteration": OPT_INT,
     "final_train_error": OPT_NUM, "wall_s": NUM, "started": str, "finished": (str, type(None)),
 }
+# fields that older runs may lack, checked when present
+OPTIONAL_META_FIELDS = {
+    "weights_sha256": str,  # of weights.pt, checked when the weights are loaded
+    "cpu_threads": int,  # torch's intra-op threads while training (a resume is bit-for-bit only with as many)
+    "note": str,  # how a run was changed after training (e.g. moved into its study folder)
+}
 
 
 class ResultsError(ValueError):
@@ -86,6 +92,9 @@ def _check_meta(meta, path):
         if key not in meta:
             raise ResultsError(f"{path}: field {key!r} missing")
         if not isinstance(meta[key], types) or isinstance(meta[key], bool):
+            raise ResultsError(f"{path}: field {key!r} has type {type(meta[key]).__name__}")
+    for key, types in OPTIONAL_META_FIELDS.items():
+        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
             raise ResultsError(f"{path}: field {key!r} has type {type(meta[key]).__name__}")
     if meta["status"] not in STATUSES:
         raise ResultsError(f"{path}: status {meta['status']!r} is not one of {STATUSES}")

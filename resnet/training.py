@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
 import math
 import os
 import platform
@@ -138,10 +140,53 @@ def prepare_data(cfg: TrainConfig, device) -> DeviceData:
                      test_subset=cfg.test_subset, val_size=cfg.val_size)
 
 
-def _save(obj, path: Path):
+def _save(obj, path: Path) -> str:
+    """Write ``obj`` whole (temporary file, then rename) and return the file's sha256."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _write_bytes(buf.getvalue(), path)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def _write_bytes(data: bytes, path: Path):
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        tmp.write_bytes(data)
+    except OSError as e:  # disk full, read-only folder: say which file, and that the old one is intact
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({e.strerror or e}); the previous {path.name} is unchanged. "
+                      "Free some space (or move the results folder) and run again") from e
     os.replace(tmp, path)
+
+
+CHECKPOINT_FORMAT = 2  # 2: the state's bytes with their sha256, so damage is found, not trained on
+
+
+def save_checkpoint(state: dict, path: Path):
+    """The training state, with a sha256 of its bytes inside the same file."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    raw = buf.getvalue()
+    _save({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(raw).hexdigest(),
+           "state": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}, path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The training state saved by ``save_checkpoint``, verified; tensors and plain values only, never code."""
+    advice = "Delete it to restart the run from the beginning"
+    try:
+        outer = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or hostile file
+        # torch's own message may advise weights_only=False, which would let a hostile file run code: not repeated
+        raise RunConflict(f"{path}: unreadable checkpoint (damaged, truncated or not a checkpoint: "
+                          f"{type(e).__name__}). {advice}") from e
+    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
+        raise RunConflict(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT} (an older one is upgraded by "
+                          f"python tools/migrate_checkpoint.py {path}). {advice}")
+    raw = outer["state"].numpy().tobytes()
+    if hashlib.sha256(raw).hexdigest() != outer["sha256"]:
+        raise RunConflict(f"{path}: damaged checkpoint (its sha256 does not match its contents). {advice}")
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # the generator state stays on the CPU
 
 
 def _differences(recorded: TrainConfig, requested: TrainConfig) -> list[str]:
@@ -215,6 +260,8 @@ def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: in
         "final_test_error": None, "best_test_error": None, "best_test_iteration": None,
         "final_train_error": None, "wall_s": 0.0,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
+        # float sums depend on how work is split: a resume is bit-for-bit only with the same thread count
+        "cpu_threads": torch.get_num_threads(),
     }
     rows: list[dict] = []
     warm_state = 0.0
@@ -299,10 +346,10 @@ def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: in
             time_limit is not None and now - call_start + interval > time_limit)
         if it % cfg.checkpoint_every == 0 or stopping:
             # settings and data identity ride along, so a resume under other settings or data is refused
-            _save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                   "rows": rows, "warmup_end": meta["warmup_end"], "warm": warm.item(), "iteration": it,
-                   "wall_s": meta["wall_s"], "started": meta["started"],
-                   "config": cfg.to_dict(), "data_checksum": data.checksum}, ckpt_path)
+            save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                             "sampler": sampler.state_dict(), "rows": rows, "warmup_end": meta["warmup_end"],
+                             "warm": warm.item(), "iteration": it, "wall_s": meta["wall_s"], "started": meta["started"],
+                             "config": cfg.to_dict(), "data_checksum": data.checksum}, ckpt_path)
             results.write_meta(meta, meta_path)
             if stopping:
                 bar.close()
@@ -310,7 +357,7 @@ def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: in
     bar.close()
 
     weights = {k: v.float().contiguous() for k, v in model.state_dict().items()}
-    _save(weights, run_dir / results.WEIGHTS_FILE)
+    meta["weights_sha256"] = _save(weights, run_dir / results.WEIGHTS_FILE)
     best = min(rows, key=lambda r: r["test_error"])
     meta.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 final_test_error=rows[-1]["test_error"], final_train_error=rows[-1]["train_error"],
@@ -322,12 +369,7 @@ def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: in
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, data_checksum: str) -> dict:
     """A checkpoint of ``cfg``'s run on this data; anything else is refused, naming what differs."""
-    # weights_only: a checkpoint is data, never code (a crafted pickle could otherwise run anything)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # the generator state must stay on the CPU
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise RunConflict(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}). "
-                          "Delete it to restart the run from the beginning") from e
+    ckpt = read_checkpoint(path)
     if "config" not in ckpt or "data_checksum" not in ckpt:
         raise RunConflict(f"{path}: checkpoint without its settings and data checksum (an older format); "
                           "migrate it (see README) or delete it to restart the run")
@@ -372,8 +414,18 @@ def load_weights(run_dir: str | Path, device="cpu"):
     if meta["status"] != "finished":
         raise ValueError(f"{run_dir}: run is {meta['status']}, not finished")
     cfg = TrainConfig.from_dict(meta["config"])
+    path = run_dir / results.WEIGHTS_FILE
+    raw = path.read_bytes()
+    if "weights_sha256" in meta and hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise results.ResultsError(f"{path}: damaged (its sha256 is not the one {results.META_FILE} records); "
+                                   "restore it from git or retrain the run")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise results.ResultsError(f"{path}: unreadable weights (damaged, truncated or not a state dict: "
+                                   f"{type(e).__name__}); restore it from git or retrain the run") from e
     model = build_model(cfg)
-    model.load_state_dict(torch.load(run_dir / results.WEIGHTS_FILE, map_location=device, weights_only=True))
+    model.load_state_dict(state)
     return model.to(device).eval(), meta
 
 

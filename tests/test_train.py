@@ -357,3 +357,94 @@ def test_the_cost_estimate_times_fresh_batches_as_training_does(small_data, monk
     monkeypatch.setattr(resnet.cost, "step", lambda model, opt, x, y, p: seen.append(y.clone()) or real_step(model, opt, x, y, p))
     resnet.cost.time_network(tiny_config(), small_data, iterations=3)
     assert len(seen) == 4 and all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
+
+
+# --- damaged files are named, never trained on ---------------------------------------------------------
+
+def _flip(path, position):
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, small_data):
+    from resnet.training import read_checkpoint
+
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    path = cfg.run_dir(tmp_path) / "checkpoint.pt"
+    good, state = path.read_bytes(), read_checkpoint(path)
+    refused = 0
+    for position in range(0, len(good), 97):  # every 97th byte: headers, the state's bytes, the zip directory
+        _flip(path, position)
+        try:
+            damaged = read_checkpoint(path)
+        except RunConflict as e:
+            assert str(e).startswith(f"{path}: ") and "Delete it to restart" in str(e)
+            refused += 1
+        else:  # a byte the reader never uses (zip padding, timestamps): the state must come back exactly
+            assert damaged["rows"] == state["rows"] and all(
+                torch.equal(damaged["model"][k], state["model"][k]) for k in state["model"]), position
+        path.write_bytes(good)
+    assert refused > len(good) // 97 / 2  # most bytes matter
+    _flip(path, len(good) // 2)  # inside the state's bytes: caught by the sha256, nothing trains
+    with pytest.raises(RunConflict, match=f"{path}: damaged checkpoint"):
+        train(cfg, tmp_path, data=small_data, progress=False)
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(RunConflict, match=f"{path}: unreadable checkpoint"):
+        train(cfg, tmp_path, data=small_data, progress=False)
+    path.write_bytes(good)
+    assert train(cfg, tmp_path, data=small_data, progress=False)["status"] == "finished"
+
+
+def test_damaged_weights_are_named_when_loaded(finished_run, tmp_path):
+    import shutil
+
+    from resnet import load_weights
+    from resnet.results import ResultsError
+
+    cfg, results, meta = finished_run
+    assert len(meta["weights_sha256"]) == 64 and meta["cpu_threads"] == torch.get_num_threads()
+    copy = tmp_path / cfg.name
+    shutil.copytree(cfg.run_dir(results), copy)
+    _flip(copy / "weights.pt", len((copy / "weights.pt").read_bytes()) // 2)
+    with pytest.raises(ResultsError, match="weights.pt: damaged"):
+        load_weights(copy)
+
+
+def test_a_checkpoint_of_the_older_format_is_refused_then_upgraded_and_resumed_exactly(tmp_path, small_data, finished_run):
+    import importlib.util
+
+    from resnet.training import read_checkpoint
+
+    cfg, results, meta = finished_run
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    path = cfg.run_dir(tmp_path) / "checkpoint.pt"
+    torch.save(read_checkpoint(path), path)  # as the trainer wrote it before checkpoints carried their sha256
+    with pytest.raises(RunConflict, match="tools/migrate_checkpoint.py"):
+        train(cfg, tmp_path, data=small_data, progress=False)
+    spec = importlib.util.spec_from_file_location("migrate", Path(__file__).resolve().parent.parent / "tools" / "migrate_checkpoint.py")
+    migrate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migrate)
+    assert migrate.main(str(path)) == 0
+    resumed = train(cfg, tmp_path, data=small_data, progress=False)
+    assert resumed["final_test_error"] == meta["final_test_error"] and resumed["weights_sha256"] == meta["weights_sha256"]
+
+
+def test_a_failed_write_says_which_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from resnet.training import _save
+
+    path = tmp_path / "weights.pt"
+    _save({"w": torch.ones(2)}, path)
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=f"could not write {path} \\(No space left on device\\); the previous weights.pt is unchanged"):
+        _save({"w": torch.zeros(2)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
+    assert not (tmp_path / "weights.pt.tmp").exists()
