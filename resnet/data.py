@@ -121,6 +121,10 @@ def _fingerprint(path: Path) -> str:
             st = p.stat()
             h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise DataError(f"{path}: an official CIFAR-10 batches folder without {', '.join(missing)}; "
+                        "re-extract cifar-10-python.tar.gz there")
     for f in files:
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):

@@ -183,6 +183,9 @@ def load_runs(results_dir: str | Path, finished_only: bool = True) -> list[Run]:
             if log["iteration"].iloc[-1] != total:
                 raise ResultsError(f"{meta_path.parent}: finished run whose log ends at iteration "
                                    f"{log['iteration'].iloc[-1]}, not {total}")
+            if meta["final_test_error"] != log["test_error"].iloc[-1]:
+                raise ResultsError(f"{meta_path}: final_test_error {meta['final_test_error']} is not the last test "
+                                   f"error of {CSV_FILE} ({log['test_error'].iloc[-1]})")
             if not (meta_path.parent / WEIGHTS_FILE).exists():
                 raise ResultsError(f"{meta_path.parent}: finished run without {WEIGHTS_FILE}")
         runs.append(Run(meta_path.parent, meta, log))

@@ -231,19 +231,20 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     finished = finished_meta(cfg, results_dir)
     if finished is not None:
         return finished
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        # checked again under the lock: another process may have finished the run meanwhile
-        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, data, stop_at, time_limit, progress, call_start)
-
-
-def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: int | None, time_limit: float | None,
-           progress: bool, call_start: float) -> dict:
-    meta_path = run_dir / results.META_FILE
-
+    # the device and the data first: a bad device or missing data leaves no empty run folder behind
     device = resolve_device(cfg.device)
     if data is None:
         data = prepare_data(cfg, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        # checked again under the lock: another process may have finished the run meanwhile
+        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, time_limit, progress,
+                                                         call_start)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceData, stop_at: int | None,
+           time_limit: float | None, progress: bool, call_start: float) -> dict:
+    meta_path = run_dir / results.META_FILE
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, optimizer = build(cfg, device)
@@ -320,9 +321,11 @@ def _train(cfg: TrainConfig, run_dir: Path, data: DeviceData | None, stop_at: in
             results.write_meta(meta, meta_path)
             bar.close()
             last = rows[-1]["iteration"] if rows else 0
+            kept = (f"the last good checkpoint {ckpt_path}" if ckpt_path.exists()
+                    else "no checkpoint (none was written yet: the run restarts from the beginning)")
             raise TrainingDiverged(
                 f"{cfg.name}: training loss became {loss_sum / seen} between iterations {last} and {it}; "
-                f"kept the rows so far in {run_dir / results.CSV_FILE} and the last good checkpoint {ckpt_path}")
+                f"kept the rows so far in {run_dir / results.CSV_FILE} and {kept}")
         test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
         val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
                                if data.val_x is not None else (None, None))

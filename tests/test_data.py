@@ -246,3 +246,10 @@ def test_sampler_permutes_each_epoch_and_resumes_exactly():
     assert all(torch.equal(a, b) for a, b in zip(ahead, [s2.next() for _ in range(5)]))
     with pytest.raises(DataError, match="batch size"):
         BatchSampler(10, 32, g)
+
+
+def test_an_official_folder_missing_a_batch_is_named(tmp_path, isolated_cache):
+    folder = write_official(tmp_path / "cifar-10-batches-py")
+    (folder / "test_batch").unlink()
+    with pytest.raises(DataError, match="cifar-10-batches-py: an official CIFAR-10 batches folder without test_batch"):
+        load_cifar10(str(folder))

@@ -323,3 +323,12 @@ def test_the_table_averages_only_runs_that_differ_in_nothing_but_the_seed(fixtur
     with pytest.raises(ResultsError, match="resnet56-seed0-backup holds the run 'resnet56-seed0'"):
         load_runs(fixture_results)
     assert pretrained("resnet56", fixture_results) is not None  # the copy's name is no seed: ignored
+
+
+def test_a_recorded_final_error_that_is_not_the_logs_is_refused(fixture_results):
+    path = fixture_results / FIXTURE_STUDY / "resnet20-seed0" / "run.json"
+    meta = json.loads(path.read_text())
+    meta["final_test_error"] = 1.0  # edited by hand
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ResultsError, match="final_test_error 1.0 is not the last test error of log.csv"):
+        load_runs(fixture_results)

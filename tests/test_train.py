@@ -448,3 +448,18 @@ def test_a_failed_write_says_which_file_and_keeps_the_old_one(tmp_path, monkeypa
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
     assert not (tmp_path / "weights.pt.tmp").exists()
+
+
+def test_errors_before_training_leave_no_run_folder(tmp_path):
+    cfg = tiny_config(device="cuda") if not torch.cuda.is_available() else tiny_config(data=str(tmp_path / "none.zip"))
+    with pytest.raises((RuntimeError, ValueError)):
+        train(cfg, tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, small_data):
+    cfg = tiny_config()
+    poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
+    poisoned.train_x[::7] = float("nan")
+    with pytest.raises(TrainingDiverged, match="and no checkpoint \\(none was written yet"):
+        train(cfg, tmp_path, data=poisoned, progress=False)
