@@ -6,14 +6,15 @@ returned.
 """
 dependencies = ["torch"]
 
+from resnet.config import network_name  # noqa: E402
 from resnet.models import CifarNet  # noqa: E402
-from resnet.training import pretrained as _pretrained  # noqa: E402
+from resnet.runs import pretrained as _pretrained  # noqa: E402
 
 
 def _entry(net: str, depth: int):
     def entry(pretrained: bool = False, shortcut: str = "A", **kwargs):
         if pretrained:
-            return _pretrained(f"{net}{depth}" if shortcut == "A" or net == "plain" else f"{net}{depth}{shortcut}", **kwargs)
+            return _pretrained(network_name(net, depth, shortcut), **kwargs)
         return CifarNet(depth, shortcut if net == "resnet" else None)
 
     entry.__doc__ = f"{'ResNet' if net == 'resnet' else 'Plain'}-{depth} for CIFAR-10 (He et al. 2016)."

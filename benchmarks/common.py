@@ -7,11 +7,12 @@ import time
 import torch
 
 from resnet.report import markdown_table  # noqa: F401 - the benchmarks' table format
-from resnet.training import _device_name, _git_commit, resolve_device
+from resnet.provenance import device_name, git_commit, versions
+from resnet.trainer import resolve_device
 
 
 def environment(device: str = "auto") -> dict:
     dev = resolve_device(device)
-    return {"date": time.strftime("%Y-%m-%d"), "device": _device_name(dev), "torch": torch.__version__,
-            "python": platform.python_version(), "git_commit": _git_commit()}
+    return {"date": time.strftime("%Y-%m-%d"), "device": device_name(dev), **versions(),
+            "python": platform.python_version(), "git_commit": git_commit()}
 

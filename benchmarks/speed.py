@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from resnet import TrainConfig, sweep, train
-from resnet.training import prepare_data, resolve_device
+from resnet.data import device_data
+from resnet.trainer import resolve_device
 
 from .common import environment, markdown_table
 
@@ -59,7 +60,7 @@ def main(argv=None):
         args.depths, args.precisions, args.warmup, args.iterations, args.parallel = [8], ["fp32"], 4, 4, 2
         base = dataclasses.replace(base, batch_size=32, train_subset=500, test_subset=100)
     device = resolve_device(args.device)
-    data = prepare_data(base, device)
+    data = device_data(base, device)
 
     rows = []
     for net in args.nets:

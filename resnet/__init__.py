@@ -7,19 +7,24 @@ from .config import TrainConfig
 from .cost import estimate_cost, format_cost
 from .data import CLASSES, Cifar10, DataError, DeviceData, crop_flip, load_cifar10, random_crop_flip, to_device
 from .models import CifarNet, build_model, capture_responses, count_parameters, from_peer_checkpoint
-from .results import ResultsError, by_study, error_table, findings, format_table, load_runs
-from .training import (RunConflict, RunLocked, TrainingDiverged, evaluate, evaluate_run, learning_rate,
-                       load_weights, pretrained, sweep, train)
+from .results import ResultsError, by_study, load_runs
+from .runfolder import RunConflict, RunLocked
+from .runs import LoadedRun, evaluate_run, find_run, load_run, pretrained
+from .sweeps import sweep
+from .trainer import TrainingDiverged, evaluate, learning_rate, train
 
-_FIGURES = ("figure7_runs", "layer_response_std", "plot_figure6", "plot_figure7", "plot_shortcuts", "plot_studies",
-            "response_stds")
+# imported on first use: matplotlib (figures) and pandas (tables) are not needed to train or to load a model
+_LAZY = {"figures": ("figure7_runs", "layer_response_std", "plot_figure6", "plot_figure7", "plot_shortcuts",
+                     "plot_studies", "response_stds"),
+         "compare": ("error_table", "findings", "format_table", "paper_protocol")}
 
 
 def __getattr__(name: str):
-    if name in _FIGURES:
-        from . import figures
+    for module, names in _LAZY.items():
+        if name in names:
+            import importlib
 
-        return getattr(figures, name)
+            return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module 'resnet' has no attribute {name!r}")
 
 
@@ -27,7 +32,7 @@ __all__ = [
     "TrainConfig", "estimate_cost", "format_cost",
     "CLASSES", "Cifar10", "DataError", "DeviceData", "crop_flip", "load_cifar10", "random_crop_flip", "to_device",
     "CifarNet", "build_model", "capture_responses", "count_parameters", "from_peer_checkpoint",
-    "ResultsError", "by_study", "error_table", "findings", "format_table", "load_runs",
-    "RunConflict", "RunLocked", "TrainingDiverged", "evaluate", "evaluate_run", "learning_rate", "load_weights",
-    "pretrained", "sweep", "train", *_FIGURES,
+    "ResultsError", "by_study", "load_runs",
+    "RunConflict", "RunLocked", "LoadedRun", "evaluate_run", "find_run", "load_run", "pretrained", "sweep",
+    "TrainingDiverged", "evaluate", "learning_rate", "train", *(n for names in _LAZY.values() for n in names),
 ]

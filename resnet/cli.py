@@ -98,13 +98,13 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     if args.command == "train":
-        from .training import train
+        from .trainer import train
 
         meta = train(_config(args), args.results, stop_at=args.stop_at, time_limit=args.time_limit, progress=not args.quiet)
         print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
               + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
     elif args.command == "sweep":
-        from .training import sweep
+        from .sweeps import sweep
 
         configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
         metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at, time_limit=args.time_limit,
@@ -115,13 +115,14 @@ def _run(args) -> int:
         if len(metas) < len(configs):
             print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
     elif args.command == "evaluate":
-        from .training import evaluate_run
+        from .runs import evaluate_run
 
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))
     elif args.command == "plot":
         from .figures import plot_shortcuts, plot_studies
-        from .results import error_table, format_table, load_runs
+        from .compare import error_table, format_table
+        from .results import load_runs
 
         runs = load_runs(args.results)
         if not runs:

@@ -71,8 +71,7 @@ class TrainConfig:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.depth < 8 or (self.depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {self.depth}")
+        check_depth(self.depth)
         for name in ("batch_size", "iterations", "eval_every", "checkpoint_every", "warmup_check_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -130,11 +129,14 @@ class TrainConfig:
         return self.depth >= 110 if self.warmup is None else self.warmup
 
     @property
+    def network(self) -> str:
+        """The run's name without its seed: the seeds of one network share it ('resnet56', 'plain20-val5000')."""
+        return network_name(self.net, self.depth, self.shortcut, self.val_size)
+
+    @property
     def name(self) -> str:
         """Run name, e.g. 'resnet56-seed0', 'resnet20B-seed1', 'plain20-val5000-seed0'."""
-        shortcut = self.shortcut if self.net == "resnet" and self.shortcut != "A" else ""
-        val = f"-val{self.val_size}" if self.val_size else ""
-        return f"{self.net}{self.depth}{shortcut}{val}-seed{self.seed}"
+        return f"{self.network}-seed{self.seed}"
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -152,6 +154,19 @@ class TrainConfig:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)
 
+
+
+def check_depth(depth: int) -> int:
+    """``depth`` if it is 6n+2 with n >= 1 (the paper's CIFAR networks), else a ValueError naming it."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+    return depth
+
+
+def network_name(net: str, depth: int, shortcut: str = "A", val_size: int = 0) -> str:
+    """'resnet56', 'resnet20B' (options B and C are named, A is the default), 'plain20', 'resnet20-val5000'."""
+    option = shortcut if net == "resnet" and shortcut != "A" else ""
+    return f"{net}{depth}{option}" + (f"-val{val_size}" if val_size else "")
 
 
 def parse_schedule(text) -> Fraction:

@@ -17,8 +17,8 @@ import torch
 
 from . import results
 from .config import TrainConfig
-from .data import BatchSampler, random_crop_flip
-from .training import build, evaluate, prepare_data, resolve_device, step
+from .data import BatchSampler, device_data, random_crop_flip
+from .trainer import build, evaluate, resolve_device, step
 
 
 def _sync(device: torch.device):
@@ -70,7 +70,7 @@ def estimate_cost(configs: list[TrainConfig], results_dir: str | Path = "results
         device = resolve_device(cfg.device)
         key = (cfg.data, cfg.train_subset, cfg.test_subset, cfg.val_size, str(device))
         if key not in loaded:
-            loaded[key] = prepare_data(cfg, device)
+            loaded[key] = device_data(cfg, device)
         per_it, per_eval = time_network(dataclasses.replace(cfg, device=str(device)), loaded[key], iterations)
         done = cfg.total_iterations - left
         evaluations = math.ceil(cfg.total_iterations / cfg.eval_every) - done // cfg.eval_every

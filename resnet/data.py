@@ -10,7 +10,7 @@ Sources (``TrainConfig.data``):
   * ``""``: the environment variable ``RESNET_DATA`` if set, else ``"official"``.
 
 Decoded images are cached as ``.npz`` under ``RESNET_CACHE`` (default:
-``.cache/`` beside the package), keyed by a fingerprint of the source.
+``.cache/`` beside the package), keyed by a hash of the source's contents.
 Preprocessing (section 4.2): pixels scaled to [0, 1] and the per-pixel mean of
 the training images subtracted; no division by a std. Augmentation, on the
 device and per sample: pad 4 zeros on each side of the mean-subtracted image,
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from .config import resolve_source
+from .files import replacing
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_SIZE, TEST_SIZE = 50_000, 10_000
@@ -91,9 +92,8 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         arrays = _read_official(path) if is_official else _read_image_tree(path)
         checksum = _array_checksum(arrays)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, checksum=checksum, **arrays)
-        os.replace(tmp, cached)
+        with replacing(cached) as tmp, open(tmp, "wb") as fh:  # processes decoding at once each write their own
+            np.savez(fh, checksum=checksum, **arrays)
     return Cifar10(**arrays, source="official" if data == "official" else path.name, checksum=checksum)
 
 
@@ -110,22 +110,22 @@ def _download_official():
 
 
 def _fingerprint(path: Path) -> str:
-    """A cheap key for the cache: file contents for archives and official batches, names/sizes/times for trees."""
+    """The cache's key: the source's contents (an archive's bytes, the official batches', or every file of an
+    image tree with its path), so an edited file is never served from a stale cache, whatever its time stamp."""
     h = hashlib.sha256()
     if path.is_file():
         files = [path]
     elif (path / "data_batch_1").exists():
         files = [path / f"data_batch_{i}" for i in range(1, 6)] + [path / "test_batch"]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise DataError(f"{path}: an official CIFAR-10 batches folder without {', '.join(missing)}; "
+                            "re-extract cifar-10-python.tar.gz there")
     else:
-        for p in sorted(path.rglob("*")):
-            st = p.stat()
-            h.update(f"{p.relative_to(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        return h.hexdigest()
-    missing = [f.name for f in files if not f.is_file()]
-    if missing:
-        raise DataError(f"{path}: an official CIFAR-10 batches folder without {', '.join(missing)}; "
-                        "re-extract cifar-10-python.tar.gz there")
+        files = sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
+        if f != path and not (path / "data_batch_1").exists():  # a tree's file names are its labels
+            h.update(f"{f.relative_to(path)}\0".encode())
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 h.update(chunk)
@@ -255,6 +255,12 @@ class DeviceData:
     checksum: str
 
 
+def device_data(cfg, device) -> DeviceData:
+    """The images of run ``cfg`` (a TrainConfig) on ``device``: its source, subsets and validation split."""
+    return to_device(load_cifar10(cfg.data), device, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                     val_size=cfg.val_size)
+
+
 def to_device(ds: Cifar10, device, *, train_subset: int = 0, test_subset: int = 0,
               val_size: int = 0, val_seed: int = 0) -> DeviceData:
     """Check counts, choose subsets / the validation split, subtract the mean, move to the device."""
@@ -334,8 +340,11 @@ class BatchSampler:
     def state_dict(self) -> dict:
         return {"perm": self.perm, "pos": self.pos, "generator": self.generator.get_state()}
 
-    def load_state_dict(self, state: dict):
+    def load_state_dict(self, state: dict, generator: bool = True):
+        """Restore the epoch's permutation and position, and the generator's state unless ``generator`` is False
+        (a state saved on another device: see ``checkpoint.restore``)."""
         perm = state["perm"]
         self.perm = None if perm is None else perm.to(self.generator.device)
         self.pos = state["pos"]
-        self.generator.set_state(state["generator"].cpu())
+        if generator:
+            self.generator.set_state(state["generator"].cpu())

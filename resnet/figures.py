@@ -10,18 +10,15 @@ import torch
 
 from .models import CifarNet, capture_responses
 from .config import study_label
-from .results import Run, by_study, comparable, network_label
+from .compare import comparable, in_trend, network_label, one_per_network
+from .results import Run, by_study
 
 DEPTH_COLORS = {20: "tab:olive", 32: "tab:cyan", 44: "tab:green", 56: "tab:red", 110: "black", 1202: "tab:purple"}
 
 
 def _curve_runs(runs: list[Run]) -> dict[tuple[str, int], Run]:
-    """One run per (net, depth) for the curves: option A, no validation split, lowest seed."""
-    chosen = {}
-    for run in sorted(runs, key=lambda r: r.config["seed"]):
-        if comparable(run.config):
-            chosen.setdefault((run.config["net"], run.config["depth"]), run)
-    return chosen
+    """One run per (net, depth) for the curves: comparable with the paper's (option A, ...), lowest seed."""
+    return one_per_network([r for r in runs if comparable(r.config)])
 
 
 def _ylim(runs: list[Run]) -> tuple[float, float]:
@@ -43,8 +40,7 @@ def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""
                          "(plot_studies draws each)")
     curves = _curve_runs(runs)
     ylim = ylim or _ylim(list(curves.values()))
-    panels = [("plain", [d for n, d in curves if n == "plain" and d != 110]),  # the paper leaves plain-110 out (>60%)
-              ("resnet", [d for n, d in curves if n == "resnet" and d != 1202])]
+    panels = [(net, [d for n, d in curves if n == net and in_trend(n, d)]) for net in ("plain", "resnet")]
     if ("resnet", 1202) in curves:
         panels.append(("resnet", [d for d in (110, 1202) if ("resnet", d) in curves]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
@@ -81,11 +77,8 @@ def figure7_runs(runs: list[Run]) -> tuple[str | None, list[Path]]:
 
 def plot_shortcuts(runs: list[Run], depth: int, path: str | Path | None = None, note: str = "", ylim=None):
     """Shortcut options A, B, C (and the plain net) at one depth, lowest seed each, drawn like Figure 6."""
-    chosen = {}
-    for run in sorted(runs, key=lambda r: r.config["seed"]):
-        c = run.config
-        if c["depth"] == depth and not c.get("val_size"):
-            chosen.setdefault("plain" if c["net"] == "plain" else c["shortcut"], run)
+    chosen = one_per_network([r for r in runs if r.config["depth"] == depth and not r.config.get("val_size")],
+                             key=lambda c: "plain" if c["net"] == "plain" else c["shortcut"])
     fig, ax = plt.subplots(figsize=(5, 4))
     _draw_curves(ax, [(chosen[k], f"C{i}") for i, k in enumerate(("plain", "A", "B", "C")) if k in chosen],
                  ylim or _ylim(list(chosen.values())),
@@ -161,19 +154,12 @@ def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, no
 
 def response_stds(run_dirs: list[str | Path], data: str | None = None, device: str = "auto") -> tuple[dict[str, np.ndarray], str]:
     """Figure 7's data for saved runs: {network label: std per layer}, and a note naming the test images used."""
-    import dataclasses
+    from .runs import load_run
 
-    from .config import TrainConfig
-    from .training import load_weights, prepare_data, resolve_device
-
-    dev = resolve_device(device)
     stds, used = {}, set()
     for run_dir in run_dirs:
-        model, meta = load_weights(run_dir, dev)
-        cfg = TrainConfig.from_dict(meta["config"])
-        if data is not None:
-            cfg = dataclasses.replace(cfg, data=data)
-        dd = prepare_data(cfg, dev)
-        stds[network_label(meta["config"])] = layer_response_std(model, dd.test_x)
+        run = load_run(run_dir, device)
+        dd = run.data(data)
+        stds[network_label(run.meta["config"])] = layer_response_std(run.model, dd.test_x)
         used.add(f"{len(dd.test_x)} test images of {dd.source}")
     return stds, "; ".join(sorted(used))

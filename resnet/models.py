@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
+from .config import SHORTCUTS, TrainConfig, check_depth
 
 WIDTHS = (16, 32, 64)
 
@@ -92,10 +92,9 @@ class CifarNet(nn.Module):
 
     def __init__(self, depth: int, shortcut: str | None = "A", num_classes: int = 10):
         super().__init__()
-        if depth < 8 or (depth - 2) % 6:
-            raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
-        if shortcut not in (None, "A", "B", "C"):
-            raise ValueError(f"shortcut must be 'A', 'B', 'C' or None (plain), got {shortcut!r}")
+        check_depth(depth)
+        if shortcut not in (None, *SHORTCUTS):
+            raise ValueError(f"shortcut must be one of {SHORTCUTS} or None (plain), got {shortcut!r}")
         self.depth, self.shortcut = depth, shortcut
         n = (depth - 2) // 6
         self.conv1 = conv3x3(3, WIDTHS[0])
@@ -169,7 +168,7 @@ def from_peer_checkpoint(path) -> CifarNet:
     Those files hold {"best_prec1", "state_dict"} with 'module.' prefixes (DataParallel) and no
     BN ``num_batches_tracked`` counters (older PyTorch); nothing else may differ.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors and numbers only: never code
     state = {k.removeprefix("module."): v for k, v in ckpt.get("state_dict", ckpt).items()}
     n = len({k.split(".")[1] for k in state if k.startswith("layer1.")})
     model = CifarNet(6 * n + 2, "A")

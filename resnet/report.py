@@ -8,7 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import TrainConfig, study_label
-from .results import by_study, error_table, findings, load_runs
+from .compare import error_table, findings
+from .results import by_study, load_runs
 
 START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"
 

@@ -1,4 +1,4 @@
-"""Results files — their schema, written down once and validated when read — and the error table.
+"""Results files: their schema, written down once and validated when read, and the runs read back from them.
 
 Runs live in ``<results>/<study>/<run>/`` (a study: one data source, schedule and precision).
 A run folder holds ``log.csv`` (CSV_COLUMNS, one row per evaluation),
@@ -9,13 +9,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 
-from .config import TrainConfig, identity_fields, schedule_label, study_label
+from .config import TrainConfig
+from .files import write_atomic
 
 if TYPE_CHECKING:  # pandas is imported where tables are read or made: loading a model needs torch alone
     import pandas as pd
@@ -54,6 +54,9 @@ OPTIONAL_META_FIELDS = {
     "weights_sha256": str,  # of weights.pt, checked when the weights are loaded
     "cpu_threads": int,  # torch's intra-op threads while training (a resume is bit-for-bit only with as many)
     "note": str,  # how a run was changed after training (e.g. moved into its study folder)
+    # the last session's numerics on CUDA (see provenance.numerics): TF32 and cuDNN's algorithm choice
+    "tf32_matmul": bool, "tf32_cudnn": bool, "cudnn_benchmark": bool, "cudnn_deterministic": bool,
+    "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
 }
 
 
@@ -61,16 +64,9 @@ class ResultsError(ValueError):
     """A results file is missing or malformed."""
 
 
-def _write_atomic(text: str, path: Path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_meta(meta: dict, path: Path):
     _check_meta(meta, path)
-    _write_atomic(json.dumps(meta, indent=1, sort_keys=False) + "\n", path)
+    write_atomic(json.dumps(meta, indent=1, sort_keys=False) + "\n", path)
 
 
 def read_meta(path: Path) -> dict:
@@ -85,16 +81,21 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def _typed(value, types) -> bool:
+    """isinstance, except that a bool is no number (JSON's true is not 1)."""
+    return isinstance(value, types) and (types is bool or not isinstance(value, bool))
+
+
 def _check_meta(meta, path):
     if not isinstance(meta, dict):
         raise ResultsError(f"{path}: expected a JSON object")
     for key, types in META_FIELDS.items():
         if key not in meta:
             raise ResultsError(f"{path}: field {key!r} missing")
-        if not isinstance(meta[key], types) or isinstance(meta[key], bool):
+        if not _typed(meta[key], types):
             raise ResultsError(f"{path}: field {key!r} has type {type(meta[key]).__name__}")
     for key, types in OPTIONAL_META_FIELDS.items():
-        if key in meta and (not isinstance(meta[key], types) or isinstance(meta[key], bool)):
+        if key in meta and not _typed(meta[key], types):
             raise ResultsError(f"{path}: field {key!r} has type {type(meta[key]).__name__}")
     if meta["status"] not in STATUSES:
         raise ResultsError(f"{path}: status {meta['status']!r} is not one of {STATUSES}")
@@ -112,7 +113,7 @@ def write_csv(rows: list[dict], path: Path):
         # repr(float(...)) keeps every digit, also of numpy scalars (whose own repr is 'np.float64(...)')
         writer.writerow({k: "" if row[k] is None else repr(float(row[k])) if isinstance(row[k], float) else row[k]
                          for k in CSV_COLUMNS})
-    _write_atomic(buf.getvalue(), path)
+    write_atomic(buf.getvalue(), path)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -198,158 +199,3 @@ def by_study(runs: list[Run]) -> dict[str, list[Run]]:
     for run in sorted(runs, key=lambda r: r.study):
         studies.setdefault(run.study, []).append(run)
     return studies
-
-
-# He et al. 2016, Table 6 (ResNets; 110: best of 5 runs, mean 6.61 ± 0.16) and the plain-net
-# final test errors read off Figure 6 (approximate; not printed in the paper).
-PAPER_TEST_ERROR = {("resnet", 20): 8.75, ("resnet", 32): 7.51, ("resnet", 44): 7.17, ("resnet", 56): 6.97,
-                    ("resnet", 110): 6.43, ("resnet", 1202): 7.93,
-                    ("plain", 20): 9.7, ("plain", 32): 10.1, ("plain", 44): 11.4, ("plain", 56): 13.2}
-# What peers report on official CIFAR-10 (../shared/PAPER.md); the first two pick the best test epoch.
-PEER_TEST_ERROR = {
-    "akamaster (best epoch, 200 ep.)": {("resnet", 20): 8.27, ("resnet", 32): 7.37, ("resnet", 44): 6.90,
-                                        ("resnet", 56): 6.61, ("resnet", 110): 6.32},
-    "a-martyn (best epoch, 164 ep.)": {("resnet", 20): 8.0, ("resnet", 32): 7.51, ("resnet", 44): 7.38,
-                                       ("resnet", 56): 7.33, ("plain", 20): 9.5, ("plain", 32): 9.92,
-                                       ("plain", 44): 11.35, ("plain", 56): 12.76},
-    "nabla0001 (final, mean of 5)": {("resnet", 20): 8.51, ("resnet", 56): 7.40, ("resnet", 110): 7.14,
-                                     ("plain", 20): 9.78, ("plain", 56): 12.95},
-}
-
-
-# The settings that make a run the paper's protocol (section 4.2) when they keep their defaults.
-PROTOCOL_FIELDS = ("batch_size", "iterations", "lr", "milestones", "lr_decay", "momentum", "weight_decay", "warmup",
-                   "warmup_lr", "warmup_until_error", "warmup_max_iterations", "schedule", "train_subset",
-                   "test_subset", "val_size")
-
-
-def paper_protocol(config: dict) -> bool:
-    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, the paper's full schedule and
-    optimiser, trained on all training images and tested on all test images (the data source is labelled
-    beside, not judged, here)."""
-    cfg, paper = TrainConfig.from_dict(config), TrainConfig()
-    return (cfg.net == "plain" or cfg.shortcut == "A") and all(
-        getattr(cfg, f) == getattr(paper, f) for f in PROTOCOL_FIELDS)
-
-
-def network_label(config: dict) -> str:
-    if config["net"] == "plain":
-        label = f"plain-{config['depth']}"
-    else:
-        label = f"ResNet-{config['depth']}" + ("" if config["shortcut"] == "A" else f" ({config['shortcut']})")
-    return label + (f" [val {config['val_size']}]" if config.get("val_size") else "")
-
-
-def _mean_std(values: list[float]) -> str:
-    import pandas as pd
-
-    s = pd.Series(values)
-    return f"{s.mean():.2f}" if len(s) == 1 else f"{s.mean():.2f} ± {s.std(ddof=1):.2f}"
-
-
-def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
-    """One row per network: final test error (mean ± std over seeds), best-epoch error (labelled), the paper's."""
-    import pandas as pd
-
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        c, cfg = run.config, TrainConfig.from_dict(run.config)
-        # seeds of one network: runs equal in every setting of their identity but the seed (and the data's path)
-        same = repr([getattr(cfg, f) for f in identity_fields() if f not in ("seed", "data")])
-        key = (run.study, c["net"] != "resnet", c["depth"], c["shortcut"], c.get("val_size", 0), same,
-               run.meta["data_source"])
-        groups.setdefault(key, []).append(run)
-    records = []
-    for key in sorted(groups):
-        group = groups[key]
-        c = group[0].config
-        cfg = TrainConfig.from_dict(c)
-        paper = PAPER_TEST_ERROR.get((c["net"], c["depth"])) if paper_protocol(c) else None
-        record = {
-            "network": network_label(c),
-            "settings": own_settings(cfg),
-            "params": group[0].meta["parameters"],
-            "seeds": len(group),
-            "schedule": schedule_label(cfg.schedule),
-            "iterations": cfg.total_iterations,
-            "precision": cfg.precision,
-            "test error % (final)": _mean_std([r.meta["final_test_error"] for r in group]),
-            "train error % (final)": _mean_std([r.meta["final_train_error"] for r in group]),
-            "test error % (best epoch, test-picked)": _mean_std([r.meta["best_test_error"] for r in group]),
-            "paper": "" if paper is None else (f"{paper:.2f}" + ("~" if c["net"] == "plain" else "")),
-            "data": ", ".join(sorted({r.meta["data_source"] for r in group})),
-        }
-        if peers:
-            for peer, values in PEER_TEST_ERROR.items():
-                v = values.get((c["net"], c["depth"])) if paper is not None else None
-                record[peer] = "" if v is None else f"{v:.2f}"
-        records.append(record)
-    table = pd.DataFrame.from_records(records)
-    if not table.empty and not table["settings"].any():
-        table = table.drop(columns="settings")  # all of the paper's: nothing to say
-    return table
-
-
-# shown elsewhere in a table row (network, seeds, schedule, precision, data) or not about what is trained
-_SHOWN = ("net", "depth", "shortcut", "seed", "data", "schedule", "precision", "val_size")
-
-
-def own_settings(cfg: TrainConfig) -> str:
-    """The settings of a run's identity that differ from the paper's, e.g. 'lr 0.05, batch_size 64'."""
-    paper = TrainConfig()
-    return ", ".join(f"{f} {getattr(cfg, f)}" for f in identity_fields()
-                     if f not in _SHOWN and getattr(cfg, f) != getattr(paper, f))
-
-
-def format_table(df: pd.DataFrame) -> str:
-    """Stable plain text for the notebook, the README and regression checks."""
-    if df.empty:
-        return "(no finished runs)"
-    return df.to_string(index=False)
-
-
-def comparable(config: dict) -> bool:
-    """A run whose curves and claims can be set beside the paper's within its study: plain or option A, no
-    validation split, all training and test images (any schedule, data or precision)."""
-    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size") and not (
-        config.get("train_subset") or config.get("test_subset"))
-
-
-def findings(runs: list[Run]) -> list[str]:
-    """The paper's claims checked, study by study, against finished plain/option-A runs (final errors, mean over
-    seeds); the difference from the paper's numbers only for runs of the paper's protocol."""
-    lines = []
-    for study, study_runs in by_study([r for r in runs if comparable(r.config)]).items():
-        lines.append(f"{study_label(study_runs[0].config)}:")
-        lines += ["  " + line for line in _study_findings(study_runs)]
-    return lines or ["no finished runs to compare with the paper"]
-
-
-def _study_findings(runs: list[Run]) -> list[str]:
-    final: dict[tuple[str, int], list[tuple[float, float]]] = {}
-    protocol = {}
-    for run in runs:
-        c = run.config
-        final.setdefault((c["net"], c["depth"]), []).append((run.meta["final_test_error"], run.meta["final_train_error"]))
-        protocol[(c["net"], c["depth"])] = paper_protocol(c)
-    mean = {k: (sum(t for t, _ in v) / len(v), sum(tr for _, tr in v) / len(v)) for k, v in final.items()}
-    lines = []
-    for (net, depth), (test, _) in sorted(mean.items()):
-        paper = PAPER_TEST_ERROR.get((net, depth))
-        label = f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
-        if paper is not None and protocol[(net, depth)]:
-            approx = " (read off Fig. 6)" if net == "plain" else ""
-            lines.append(f"{label}: {test:.2f}% vs paper {paper:.2f}%{approx}, {test - paper:+.2f} points")
-        elif paper is not None:
-            lines.append(f"{label}: {test:.2f}% (not the paper's protocol: not compared with its {paper:.2f}%)")
-    for net, claim in (("plain", "deeper plain nets are worse (degradation)"), ("resnet", "deeper ResNets are better")):
-        depths = sorted(d for n, d in mean if n == net and d != 1202 and not (net == "plain" and d == 110))
-        if len(depths) < 2:
-            continue
-        for what, i in (("test", 0), ("training", 1)):
-            errors = [mean[(net, d)][i] for d in depths]
-            ordered = all(a < b for a, b in zip(errors, errors[1:])) if net == "plain" else all(
-                a > b for a, b in zip(errors, errors[1:]))
-            seq = ", ".join(f"{d}: {e:.2f}" for d, e in zip(depths, errors))
-            lines.append(f"{claim}, {what} error: {'holds' if ordered else 'does not hold'} ({seq})")
-    return lines

@@ -12,7 +12,7 @@ import torch
 from resnet import train
 from resnet.config import config_to_args
 from resnet.results import CSV_FILE, META_FILE, read_csv, read_meta
-from resnet.training import read_checkpoint
+from resnet.checkpoint import read_state
 
 from .conftest import ROOT, tiny_config
 
@@ -28,7 +28,7 @@ def _whole(run_dir):
         elif path.name == CSV_FILE:
             read_csv(path)
         elif path.name == "checkpoint.pt":
-            read_checkpoint(path)
+            read_state(path)
         elif path.name == "weights.pt":
             torch.load(path, weights_only=True)
         else:

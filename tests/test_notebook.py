@@ -11,7 +11,7 @@ import jupytext
 import pytest
 
 import resnet
-from resnet.results import paper_protocol
+from resnet.compare import paper_protocol
 
 from .conftest import JPEG_ARCHIVE, fake_run
 
@@ -119,7 +119,7 @@ def test_full_mode_over_a_finished_study_trains_nothing_and_redraws_figure6_and_
 def test_a_fresh_official_data_study_never_collides_with_the_committed_runs(monkeypatch):
     # `make study` on a machine with a network: the default settings (official data, the paper's schedule, fp32)
     # against the committed results/ of this repository. Nothing committed is in its way, and nothing is reused.
-    from resnet.training import finished_meta
+    from resnet.runfolder import finished_meta
 
     ns = settings(monkeypatch, quick=False)
     committed = ROOT / "results"

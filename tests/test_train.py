@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, train
-from resnet.training import finished_meta
+from resnet.runfolder import finished_meta
 from resnet.results import CSV_COLUMNS, read_csv, read_meta
 
 from .conftest import tiny_config
@@ -228,7 +228,7 @@ def test_a_sweep_out_of_time_starts_nothing(tmp_path):
 
 
 def test_a_sweep_trains_in_the_order_given_and_stops_after_a_run_the_time_limit_stopped(tmp_path, monkeypatch):
-    import resnet.training
+    import resnet.sweeps
 
     calls = []
 
@@ -237,7 +237,7 @@ def test_a_sweep_trains_in_the_order_given_and_stops_after_a_run_the_time_limit_
         stopped = cfg.depth == 14  # the time limit stops the second run
         return {"name": cfg.name, "status": "running" if stopped else "finished", "iterations_done": 10}
 
-    monkeypatch.setattr(resnet.training, "train", fake_train)
+    monkeypatch.setattr(resnet.sweeps, "train", fake_train)
     configs = [tiny_config(depth=d) for d in (20, 14, 8)]
     metas = sweep(configs, tmp_path, time_limit=1000, progress=False)
     assert [name for name, _ in calls] == ["resnet20-seed0", "resnet14-seed0"]  # the third is not started
@@ -299,12 +299,12 @@ def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_r
 def test_a_time_limit_stops_before_the_limit_when_the_next_interval_would_not_fit(tmp_path, small_data, monkeypatch):
     import itertools
 
-    import resnet.training
+    import resnet.trainer
 
     # a clock that advances 1 s per reading: the trainer reads it at its start, when training starts, and twice per
     # evaluation point, so each evaluation interval takes 1 s and the run is 4 s old at iteration 20
     ticks = itertools.count()
-    monkeypatch.setattr(resnet.training, "clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(resnet.trainer, "clock", lambda: float(next(ticks)))
     meta = train(tiny_config(), tmp_path, data=small_data, time_limit=4.5, progress=False)
     assert meta["status"] == "running" and meta["iterations_done"] == 20  # 4 s + one more 1-s interval > 4.5 s
 
@@ -315,13 +315,13 @@ def test_a_run_being_trained_is_refused_to_a_second_process_and_freed_when_the_f
     import subprocess
     import sys
 
-    from resnet.training import RunLocked, run_lock
+    from resnet.runfolder import RunLocked, run_lock
 
     cfg = tiny_config()
     run_dir = cfg.run_dir(tmp_path)
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from resnet.training import run_lock\n"
+        "import sys, time; from pathlib import Path; from resnet.runfolder import run_lock\n"
         f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -368,17 +368,17 @@ def _flip(path, position):
 
 
 def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, small_data):
-    from resnet.training import read_checkpoint
+    from resnet.checkpoint import read_state
 
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path = cfg.run_dir(tmp_path) / "checkpoint.pt"
-    good, state = path.read_bytes(), read_checkpoint(path)
+    good, state = path.read_bytes(), read_state(path)
     refused = 0
     for position in range(0, len(good), 97):  # every 97th byte: headers, the state's bytes, the zip directory
         _flip(path, position)
         try:
-            damaged = read_checkpoint(path)
+            damaged = read_state(path)
         except RunConflict as e:
             assert str(e).startswith(f"{path}: ") and "Delete it to restart" in str(e)
             refused += 1
@@ -400,7 +400,7 @@ def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, 
 def test_damaged_weights_are_named_when_loaded(finished_run, tmp_path):
     import shutil
 
-    from resnet import load_weights
+    from resnet import load_run
     from resnet.results import ResultsError
 
     cfg, results, meta = finished_run
@@ -409,18 +409,18 @@ def test_damaged_weights_are_named_when_loaded(finished_run, tmp_path):
     shutil.copytree(cfg.run_dir(results), copy)
     _flip(copy / "weights.pt", len((copy / "weights.pt").read_bytes()) // 2)
     with pytest.raises(ResultsError, match="weights.pt: damaged"):
-        load_weights(copy)
+        load_run(copy)
 
 
 def test_a_checkpoint_of_the_older_format_is_refused_then_upgraded_and_resumed_exactly(tmp_path, small_data, finished_run):
     import importlib.util
 
-    from resnet.training import read_checkpoint
+    from resnet.checkpoint import read_state
 
     cfg, results, meta = finished_run
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path = cfg.run_dir(tmp_path) / "checkpoint.pt"
-    torch.save(read_checkpoint(path), path)  # as the trainer wrote it before checkpoints carried their sha256
+    torch.save(read_state(path), path)  # as the trainer wrote it before checkpoints carried their sha256
     with pytest.raises(RunConflict, match="tools/migrate_checkpoint.py"):
         train(cfg, tmp_path, data=small_data, progress=False)
     spec = importlib.util.spec_from_file_location("migrate", Path(__file__).resolve().parent.parent / "tools" / "migrate_checkpoint.py")
@@ -434,20 +434,20 @@ def test_a_checkpoint_of_the_older_format_is_refused_then_upgraded_and_resumed_e
 def test_a_failed_write_says_which_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     import errno
 
-    from resnet.training import _save
+    from resnet.files import torch_bytes, write_atomic
 
     path = tmp_path / "weights.pt"
-    _save({"w": torch.ones(2)}, path)
+    write_atomic(torch_bytes({"w": torch.ones(2)}), path)
 
     def full(self, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full)
     with pytest.raises(OSError, match=f"could not write {path} \\(No space left on device\\); the previous weights.pt is unchanged"):
-        _save({"w": torch.zeros(2)}, path)
+        write_atomic(torch_bytes({"w": torch.zeros(2)}), path)
     monkeypatch.undo()
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
-    assert not (tmp_path / "weights.pt.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.pt"]  # no temporary file left
 
 
 def test_errors_before_training_leave_no_run_folder(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from resnet.training import read_checkpoint, save_checkpoint  # noqa: E402
+from resnet.checkpoint import read_state, write_state  # noqa: E402
 
 KEYS = {"model", "optimizer", "sampler", "rows", "warmup_end", "warm", "iteration", "wall_s", "started", "config",
         "data_checksum"}
@@ -23,11 +23,11 @@ def main(path: str) -> int:
     if isinstance(state, dict) and "format" in state:
         print(f"{path}: already format {state['format']}")
         return 0
-    if not isinstance(state, dict) or set(state) != KEYS:
+    if not isinstance(state, dict) or not KEYS <= set(state):
         print(f"{path}: not a format-1 checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state)})")
         return 1
-    save_checkpoint(state, path)
-    again = read_checkpoint(path)
+    write_state(state, path)
+    again = read_state(path)
     assert again["iteration"] == state["iteration"] and all(
         torch.equal(again["model"][k], state["model"][k]) for k in state["model"])
     print(f"{path}: upgraded, iteration {state['iteration']}")

@@ -1,0 +1,93 @@
+"""Finished runs: finding them, loading their weights (verified), and evaluating them again."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import results
+from .config import TrainConfig, network_name
+from .data import DeviceData, device_data
+from .models import CifarNet, build_model
+from .trainer import evaluate, resolve_device
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's trained network (eval mode, on ``device``) and its metadata."""
+
+    model: CifarNet
+    meta: dict
+    device: torch.device
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    def data(self, source: str | None = None) -> DeviceData:
+        """The run's own data (its subsets and split), or the same images of another ``source``; the per-pixel mean
+        is that of the source's training images (as in training when the source is the run's own)."""
+        cfg = self.config if source is None else dataclasses.replace(self.config, data=source)
+        return device_data(cfg, self.device)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """The finished run in ``run_dir``: its weights, checked against the sha256 in run.json, in a fresh network."""
+    run_dir, device = Path(run_dir), resolve_device(str(device))
+    meta = results.read_meta(run_dir / results.META_FILE)
+    if meta["status"] != "finished":
+        raise ValueError(f"{run_dir}: run is {meta['status']}, not finished")
+    path = run_dir / results.WEIGHTS_FILE
+    raw = path.read_bytes()
+    if "weights_sha256" in meta and hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise results.ResultsError(f"{path}: damaged (its sha256 is not the one {results.META_FILE} records); "
+                                   "restore it from git or retrain the run")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise results.ResultsError(f"{path}: unreadable weights (damaged, truncated or not a state dict: "
+                                   f"{type(e).__name__}); restore it from git or retrain the run") from e
+    model = build_model(TrainConfig.from_dict(meta["config"]))
+    model.load_state_dict(state)
+    return LoadedRun(model.to(device).eval(), meta, device)
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
+    """Test error of a finished run's saved weights, on its own data source or on ``data``."""
+    run = load_run(run_dir, device)
+    dd = run.data(data)
+    loss, error = evaluate(run.model, dd.test_x, dd.test_y, run.config.precision)
+    return {"name": run.meta["name"], "data_source": dd.source, "data_checksum": dd.checksum, "test_loss": loss,
+            "test_error": error, "recorded_test_error": run.meta["final_test_error"],
+            "same_data": dd.checksum == run.meta["data_checksum"]}
+
+
+def find_run(name: str, results_dir: str | Path | None = None, study: str | None = None) -> Path:
+    """The folder of a finished run by run name ('resnet56-seed0') or network ('resnet56', 'resnet20B').
+
+    Looked for in every study under ``results_dir`` (default: the committed results) or in ``study`` only; where
+    several hold it, the longest schedule wins, then the official data, then the lowest seed.
+    """
+    root = Path(results_dir) if results_dir is not None else Path(__file__).resolve().parent.parent / "results"
+    studies = [root / study] if study else sorted(p for p in root.glob("*") if p.is_dir())
+    candidates = []
+    for folder in studies:
+        for meta_path in folder.glob(f"*/{results.META_FILE}"):
+            meta = results.read_meta(meta_path)
+            cfg = TrainConfig.from_dict(meta["config"])
+            if meta["status"] == "finished" and name in (cfg.name, network_name(cfg.net, cfg.depth, cfg.shortcut)):
+                candidates.append(((-cfg.total_iterations, meta["data_source"] != "official", cfg.seed, folder.name),
+                                   meta_path.parent))
+    if not candidates:
+        available = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob(f"*/*/{results.META_FILE}"))
+        raise FileNotFoundError(f"no finished run named {name!r} in {root}; available: {available or 'none'}")
+    return min(candidates)[1]
+
+
+def pretrained(name: str, results_dir: str | Path | None = None, device="cpu", study: str | None = None) -> CifarNet:
+    """A committed model (eval mode) by run name or network; see ``find_run`` for which run is chosen."""
+    return load_run(find_run(name, results_dir, study), device).model

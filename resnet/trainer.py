@@ -1,0 +1,271 @@
+"""The paper's trainer: SGD on whole batches resident on the device, evaluated once per epoch.
+
+A run lives in ``<results>/<study>/<name>/`` (``TrainConfig.run_dir``): ``log.csv`` (one row per evaluation),
+``run.json`` (settings, data, device, outcome), ``checkpoint.pt`` while it runs, ``weights.pt`` (fp32 state
+dict) once finished. Every file is written whole; an interrupted run resumes from its last checkpoint and ends
+exactly where an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint, provenance, results
+from .checkpoint import Progress
+from .config import TrainConfig
+from .data import BatchSampler, DeviceData, device_data, random_crop_flip, resolve_source
+from .files import torch_bytes, write_atomic
+from .models import build_model, count_parameters
+from .runfolder import finished_meta, run_lock
+
+clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def learning_rate(iteration: int, cfg: TrainConfig, warming_up: bool = False) -> float:
+    """The lr for the update made at ``iteration`` (0-based): warm-up lr, else lr / decay^(milestones passed)."""
+    if warming_up:
+        return cfg.warmup_lr
+    return cfg.lr / cfg.lr_decay ** sum(iteration >= m for m in cfg.lr_milestones)
+
+
+def warmup_check(iteration: int, cfg: TrainConfig) -> bool:
+    """Whether the warm-up is checked after ``iteration`` updates: every warmup_check_every, and at its cap."""
+    return iteration % cfg.warmup_check_every == 0 or iteration >= cfg.warmup_max_iterations
+
+
+def warmup_ended(iteration: int, error: float, cfg: TrainConfig) -> bool:
+    """At a check after ``iteration`` updates, with training error ``error`` (%) since the previous check: the
+    warm-up ends once the error is below warmup_until_error (the paper: 80%), or at warmup_max_iterations."""
+    return error < cfg.warmup_until_error or iteration >= cfg.warmup_max_iterations
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+@torch.inference_mode()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
+    """(mean cross-entropy, error %) of ``model`` in eval mode on the given images."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        with autocast(x.device, precision):
+            logits = model(x[i:i + batch_size]).float()
+        t = y[i:i + batch_size]
+        sums += torch.stack([F.cross_entropy(logits, t, reduction="sum").double(), (logits.argmax(1) != t).sum().double()])
+    model.train(was_training)
+    loss, wrong = sums.tolist()
+    return loss / len(x), 100.0 * wrong / len(x)
+
+
+def step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD update on the batch (x, y); returns the (loss, logits), still on the device."""
+    with autocast(x.device, precision):
+        logits = model(x)  # (B, 10)
+        loss = F.cross_entropy(logits.float(), y)  # BN, the loss and the weights stay fp32 under bf16 autocast
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, logits
+
+
+def build(cfg: TrainConfig, device: torch.device):
+    """The network of ``cfg`` on ``device`` (channels-last on CUDA), seeded by cfg.seed, and its SGD optimiser."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(device).to(memory_format=memory_format(device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return model, optimizer
+
+
+def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
+          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> dict:
+    """Train (or resume, or recognise as finished) the run ``cfg`` in ``results_dir`` and return its metadata.
+
+    ``stop_at`` ends the call at the first evaluation point at or past that iteration; ``time_limit`` (seconds
+    from this call) ends it at the last evaluation point from which one more evaluation interval, timed on the
+    one just done, would not fit. Either leaves a checkpoint to resume from (status 'running').
+    """
+    call_start = clock()
+    cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
+    run_dir = cfg.run_dir(results_dir)
+    finished = finished_meta(cfg, results_dir)
+    if finished is not None:
+        return finished
+    # the device and the data first: a bad device or missing data leaves no empty run folder behind
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = device_data(cfg, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        # checked again under the lock: another process may have finished the run meanwhile
+        deadline = None if time_limit is None else call_start + time_limit
+        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceData, stop_at: int | None,
+           deadline: float | None, progress: bool) -> dict:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, optimizer = build(cfg, device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.seed)
+    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    p = Progress(warmup_end=None if cfg.uses_warmup else 0, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 generator_device=device.type)
+    if ckpt_path.exists():
+        p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, sampler)
+    meta = _meta(cfg, data, device, model, p)
+    results.write_meta(meta, run_dir / results.META_FILE)
+
+    # Metrics stay on the device and are read only at evaluation points (and warm-up checks); image counts
+    # are known on the host, so nothing in the loop waits for the GPU.
+    window = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
+    warm = torch.tensor(p.warm, dtype=torch.float64, device=device)  # wrong since the last warm-up check
+    timer = _Timer(p)
+    bar = _progress_bar(cfg.total_iterations, p.iteration, cfg.name, enabled=progress)
+    model.train()
+    while p.iteration < cfg.total_iterations:
+        lr = learning_rate(p.iteration, cfg, warming_up=p.warmup_end is None)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        idx = sampler.next()
+        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))  # (B, 3, 32, 32)
+        y = data.train_y[idx]
+        loss, logits = step(model, optimizer, x, y, cfg.precision)
+        wrong = (logits.argmax(1) != y).sum().double()
+        window += torch.stack([loss.detach().double() * len(y), wrong])
+        p.iteration += 1
+        bar.update(1)
+        if p.warmup_end is None:
+            warm += wrong
+            if warmup_check(p.iteration, cfg):
+                seen = ((p.iteration - 1) % cfg.warmup_check_every + 1) * cfg.batch_size  # since the last check
+                if warmup_ended(p.iteration, 100 * warm.item() / seen, cfg):  # one host sync per check
+                    p.warmup_end = p.iteration
+                warm.zero_()
+        if p.iteration % cfg.eval_every and p.iteration != cfg.total_iterations:
+            continue
+        p.rows.append(_evaluation_row(cfg, model, data, window, lr, timer, run_dir, meta, p))
+        results.write_csv(p.rows, run_dir / results.CSV_FILE)
+        bar.set_postfix(train_err=f"{p.rows[-1]['train_error']:.2f}", test_err=f"{p.rows[-1]['test_error']:.2f}")
+        if p.iteration == cfg.total_iterations:
+            break
+        stopping = (stop_at is not None and p.iteration >= stop_at) or (
+            deadline is not None and clock() + timer.last_interval > deadline)
+        if p.iteration % cfg.checkpoint_every == 0 or stopping:
+            p.warm = warm.item()
+            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, sampler, p)
+            results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
+            if stopping:
+                bar.close()
+                return meta
+    bar.close()
+    return _finish(model, run_dir, _meta(cfg, data, device, model, p, meta), p)
+
+
+def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Progress, meta: dict | None = None) -> dict:
+    """run.json of a run in progress: its settings, data and provenance, and ``p``'s progress."""
+    if meta is None:
+        meta = {
+            "name": cfg.name, "status": "running", "config": cfg.to_dict(),
+            "data_source": data.source, "data_checksum": data.checksum,
+            "n_train": len(data.train_x), "n_val": 0 if data.val_x is None else len(data.val_x),
+            "n_test": len(data.test_x), "torch": torch.__version__, "device_name": provenance.device_name(device),
+            "git_commit": provenance.git_commit(), "parameters": count_parameters(model),
+            "final_test_error": None, "best_test_error": None, "best_test_iteration": None,
+            "final_train_error": None, "finished": None, **provenance.numerics(device),
+        }
+    meta.update(iterations_done=p.iteration, warmup_end=p.warmup_end, wall_s=p.wall_s, started=p.started)
+    if p.reseeded:
+        meta["reseeded"] = p.reseeded
+    return meta
+
+
+class _Timer:
+    """Wall time across resumes, and the length of the last evaluation interval (for the time limit)."""
+
+    def __init__(self, p: Progress):
+        self.p, self.session_start, self.wall_before = p, clock(), p.wall_s
+        self.row_time, self.row_iteration, self.last_interval = self.session_start, p.iteration, 0.0
+
+    def row(self) -> tuple[float, float]:
+        """(images per second since the previous row, wall seconds so far), and start the next interval."""
+        now = clock()
+        self.last_interval = now - self.row_time  # training and evaluation since the previous row
+        rate = (self.p.iteration - self.row_iteration) / max(self.last_interval, 1e-9)
+        self.p.wall_s = self.wall_before + now - self.session_start
+        self.row_time, self.row_iteration = now, self.p.iteration
+        return rate, self.p.wall_s
+
+
+def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, window: torch.Tensor, lr: float, timer: _Timer,
+                    run_dir: Path, meta: dict, p: Progress) -> dict:
+    """log.csv's row at this evaluation point; the training window is read and reset. A non-finite training
+    loss stops the run (status 'diverged'), keeping the rows and checkpoint so far."""
+    loss_sum, wrong_sum = window.tolist()
+    window.zero_()
+    seen = (p.iteration - timer.row_iteration) * cfg.batch_size
+    if not math.isfinite(loss_sum):
+        meta["status"] = "diverged"
+        results.write_meta(meta, run_dir / results.META_FILE)
+        last = p.rows[-1]["iteration"] if p.rows else 0
+        ckpt = run_dir / CHECKPOINT_FILE
+        kept = (f"the last good checkpoint {ckpt}" if ckpt.exists()
+                else "no checkpoint (none was written yet: the run restarts from the beginning)")
+        raise TrainingDiverged(
+            f"{cfg.name}: training loss became {loss_sum / seen} between iterations {last} and {p.iteration}; "
+            f"kept the rows so far in {run_dir / results.CSV_FILE} and {kept}")
+    test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
+    val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
+                           if data.val_x is not None else (None, None))
+    rate, elapsed = timer.row()
+    return {"iteration": p.iteration, "epoch": p.iteration * cfg.batch_size / len(data.train_x), "lr": lr,
+            "train_loss": loss_sum / seen, "train_error": 100 * wrong_sum / seen,
+            "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
+            "elapsed_s": elapsed, "images_per_s": rate * cfg.batch_size}
+
+
+def _finish(model, run_dir: Path, meta: dict, p: Progress) -> dict:
+    """Save the weights (fp32), complete run.json and remove the checkpoint."""
+    weights = {k: v.float().contiguous() for k, v in model.state_dict().items()}
+    meta["weights_sha256"] = write_atomic(torch_bytes(weights), run_dir / results.WEIGHTS_FILE)
+    best = min(p.rows, key=lambda r: r["test_error"])
+    meta.update(status="finished", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                final_test_error=p.rows[-1]["test_error"], final_train_error=p.rows[-1]["train_error"],
+                best_test_error=best["test_error"], best_test_iteration=best["iteration"])
+    results.write_meta(meta, run_dir / results.META_FILE)  # written last: its status marks the run complete
+    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return meta
+
+
+def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="it", disable=not enabled, mininterval=1.0)
