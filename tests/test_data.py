@@ -1,4 +1,5 @@
 """Data: both source kinds, the cache, the paper's preprocessing and augmentation, and bad input."""
+import os
 import tarfile
 import zipfile
 
@@ -64,6 +65,44 @@ def test_cache_is_used_and_keyed_by_source(tmp_path, isolated_cache):
     other = write_official(tmp_path / "o")
     assert load_cifar10(str(other)).checksum != first.checksum
     assert len(list(isolated_cache.glob("*.npz"))) == 2
+
+
+def test_the_cache_is_keyed_on_the_contents_not_the_time_stamps(tmp_path, isolated_cache):
+    from PIL import Image
+
+    tree = write_tree(tmp_path / "t", per_class=1)
+    image = tree / "train" / "cat" / "0000.png"
+    pixels = np.array(Image.open(image))
+    Image.fromarray(pixels).save(image, compress_level=0)  # uncompressed: an edited pixel keeps the file's size
+    first = load_cifar10(str(tree))
+    st = image.stat()
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(image, compress_level=0)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))  # and its time stamp
+    assert image.stat().st_size == st.st_size and image.stat().st_mtime_ns == st.st_mtime_ns
+    edited = load_cifar10(str(tree))
+    assert edited.checksum != first.checksum  # decoded afresh, not served from the stale cache
+    assert edited.train_x[edited.train_y == CLASSES.index("cat")][0, 0, 0].tolist() == pixels[0, 0].tolist()
+
+
+def test_loads_racing_on_a_cold_cache_all_succeed(tmp_path, isolated_cache, monkeypatch):
+    # Every fresh GPU machine starts cold, and a parallel sweep's runs load at once. Here each writer finishes
+    # its cache file before any of them renames it into place: the window in which racing writers collide.
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    tree = write_tree(tmp_path / "t", per_class=2)
+    savez = np.savez
+
+    def slow_savez(*args, **kwargs):
+        savez(*args, **kwargs)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(np, "savez", slow_savez)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: load_cifar10(str(tree)), range(4)))
+    assert len({d.checksum for d in loaded}) == 1
+    assert [p.name for p in isolated_cache.iterdir()] == [next(isolated_cache.glob("*.npz")).name]  # no temporary left
 
 
 def test_data_setting_falls_back_to_environment(tmp_path, isolated_cache, monkeypatch):

@@ -26,6 +26,23 @@ def test_warmup_lr_and_which_depths_warm_up():
     assert not TrainConfig(depth=110, warmup=False).uses_warmup and TrainConfig(depth=20, warmup=True).uses_warmup
 
 
+# The paper: "we use 0.01 to warm up the training until the training error is below 80% (about 400 iterations)".
+# Checked every 20 iterations here (each check reads the error from the device), and never past iteration 400.
+@pytest.mark.parametrize("iteration, error, checked, ended", [
+    (1, 99.0, False, None), (19, 10.0, False, None),  # between checks nothing is decided
+    (20, 85.0, True, False), (20, 80.0, True, False),  # "below 80%": 80% itself goes on
+    (40, 79.9, True, True), (380, 90.0, True, False),
+    (400, 95.0, True, True),  # the cap ends it whatever the error
+])
+def test_the_warmup_rule(iteration, error, checked, ended):
+    from resnet.trainer import warmup_check, warmup_ended
+
+    cfg = TrainConfig(depth=110)
+    assert warmup_check(iteration, cfg) is checked
+    if checked:
+        assert warmup_ended(iteration, error, cfg) is ended
+
+
 def test_paper_defaults():
     c = TrainConfig()
     assert (c.batch_size, c.iterations, c.lr, c.milestones, c.momentum, c.weight_decay) == (
