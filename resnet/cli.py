@@ -1,4 +1,4 @@
-"""Command line: ``python -m resnet {train,sweep,evaluate,plot,report,figure7} --help``."""
+"""Command line: ``python -m resnet {train,sweep,evaluate,plot,report,export,import,figure7} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -80,6 +80,16 @@ def main(argv=None) -> int:
     p.add_argument("--assets", default="assets", help="where the figures are (default: assets)")
     p.add_argument("--readme", default="README.md", help="the file to update (default: README.md)")
 
+    p = sub.add_parser("export", help="pack a study's runs into one archive, to move them to another machine")
+    p.add_argument("study", help="a study folder, e.g. results/cifar10-jpeg-full-bf16")
+    p.add_argument("out", help="the archive to write, e.g. study.tar (parts: study.tar.part000, ...)")
+    p.add_argument("--unfinished", action="store_true", help="also pack unfinished runs (their checkpoints)")
+    p.add_argument("--part-mb", type=float, help="split into parts of at most this many MB")
+
+    p = sub.add_parser("import", help="unpack a study archive into the results folder, checked as training checks")
+    p.add_argument("archive", help="the archive, or its first part (study.tar.part000)")
+    p.add_argument("--results", default="results", help="results folder (default: results)")
+
     p = sub.add_parser("figure7", help="std of layer responses on the test set for saved runs (Figure 7)")
     p.add_argument("runs", nargs="+", help="run folders, e.g. results/plain20-seed0 results/resnet20-seed0")
     p.add_argument("--data", help="data source (default: each run's own)")
@@ -140,6 +150,16 @@ def _run(args) -> int:
 
         changed = update_readme(args.readme, args.results, args.assets)
         print(f"{args.readme}: results section {'rewritten' if changed else 'already up to date'}")
+    elif args.command == "export":
+        from .transfer import export_study
+
+        for path in export_study(args.study, args.out, unfinished=args.unfinished, part_mb=args.part_mb):
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    elif args.command == "import":
+        from .transfer import import_study
+
+        for run, what in import_study(args.archive, args.results).items():
+            print(f"{run}: {what}")
     elif args.command == "figure7":
         from .figures import response_stds, plot_figure7
 

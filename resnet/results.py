@@ -65,7 +65,7 @@ class ResultsError(ValueError):
 
 
 def write_meta(meta: dict, path: Path):
-    _check_meta(meta, path)
+    check_meta(meta, path)
     write_atomic(json.dumps(meta, indent=1, sort_keys=False) + "\n", path)
 
 
@@ -77,7 +77,7 @@ def read_meta(path: Path) -> dict:
         raise ResultsError(f"{path}: missing") from None
     except json.JSONDecodeError as e:
         raise ResultsError(f"{path}: not valid JSON ({e})") from e
-    _check_meta(meta, path)
+    check_meta(meta, path)
     return meta
 
 
@@ -86,7 +86,8 @@ def _typed(value, types) -> bool:
     return isinstance(value, types) and (types is bool or not isinstance(value, bool))
 
 
-def _check_meta(meta, path):
+def check_meta(meta, path):
+    """Raise ResultsError, naming ``path``, unless ``meta`` has every field of META_FIELDS with its type."""
     if not isinstance(meta, dict):
         raise ResultsError(f"{path}: expected a JSON object")
     for key, types in META_FIELDS.items():
