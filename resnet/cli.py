@@ -21,6 +21,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip=()):
         help_ = f.metadata["help"].replace("%", "%%") + f" (default: {f.default})"
         if f.name == "warmup":
             group.add_argument(flag, choices=("auto", "on", "off"), default="auto", help=help_)
+        elif isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
         elif isinstance(f.default, tuple):
             group.add_argument(flag, type=int, nargs="*", default=f.default, help=help_)
         else:

@@ -63,6 +63,8 @@ class TrainConfig:
     # execution
     device: str = _f("auto", "'auto' (CUDA when available), 'cuda', 'cpu'", identity=False)
     precision: str = _f("fp32", "'fp32' or 'bf16' (autocast; CUDA)", choices=PRECISIONS)
+    cuda_graph: bool = _f(False, "replay each training step from a CUDA graph: the same updates, far fewer kernel "
+                                 "launches (on the CPU: the same code without a graph)", identity=False)
 
     def __post_init__(self):
         if self.net not in NETS:
@@ -231,6 +233,8 @@ def config_to_args(cfg: TrainConfig) -> list[str]:
             args += [flag, *map(str, value)]
         elif f.name == "warmup":
             args += [flag, "on" if value else "off"]
+        elif isinstance(value, bool):
+            args.append(flag if value else f"--no-{flag[2:]}")
         else:
             args += [flag, str(value)]
     return args

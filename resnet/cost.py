@@ -18,7 +18,8 @@ import torch
 from . import results
 from .config import TrainConfig
 from .data import BatchSampler, device_data, random_crop_flip
-from .trainer import build, evaluate, resolve_device, step
+from .steps import make_step, memory_format
+from .trainer import build, evaluate, resolve_device
 
 
 def _sync(device: torch.device):
@@ -26,20 +27,32 @@ def _sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def time_network(cfg: TrainConfig, data, iterations: int = 3) -> tuple[float, float]:
-    """(seconds per training iteration, seconds per evaluation of the whole test set) of ``cfg`` on ``data``."""
+def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool = False) -> tuple[float, float]:
+    """(seconds per training iteration, seconds per evaluation of the whole test set) of ``cfg`` on ``data``.
+
+    ``sync_check``: on CUDA, any wait of the host for the device during the timed iterations is an error
+    (torch.cuda.set_sync_debug_mode), as none may happen between two evaluations of a run."""
     device = data.train_x.device
     model, optimizer = build(cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     # fresh batches as in training: one batch again and again is learnt by heart within a few steps, and the
     # vanishing gradients that follow turn into denormal floats that slow a CPU step twenty-fold
     sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
-    for i in range(iterations + 1):  # the first step (allocations, kernel choice) is not timed
-        if i == 1:
-            _sync(device)
-            start = time.perf_counter()
-        idx = sampler.next()
-        step(model, optimizer, random_crop_flip(data.train_x[idx], generator), data.train_y[idx], cfg.precision)
+    fmt = memory_format(device)
+    update = make_step(cfg, model, optimizer, torch.zeros(2, dtype=torch.float64, device=device))
+    try:
+        for i in range(update.untimed + iterations):
+            if i == update.untimed:  # the first steps (allocations, kernel choice, a graph's recording) are not timed
+                _sync(device)
+                start = time.perf_counter()
+                if sync_check and device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("error")
+            idx = sampler.next()
+            x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=fmt)
+            update(x, data.train_y[idx], cfg.lr)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
     _sync(device)
     per_iteration = (time.perf_counter() - start) / iterations
     tenth = max(1, len(data.test_x) // 10)

@@ -68,7 +68,7 @@ def _parallel(pending: list[TrainConfig], results_dir, parallel: int, stop_at, d
             while pending and len(running) < parallel and not _out_of_time(deadline):
                 c = pending.pop(0)
                 job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-                       "time_limit": _time_left(deadline), "parent": os.getpid()}
+                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": parallel}
                 child = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
                                          stdin=subprocess.PIPE, env=env, text=True)
                 child.stdin.write(json.dumps(job))
@@ -109,7 +109,8 @@ def child():
     threading.Thread(target=watch_parent, daemon=True).start()
     cfg = TrainConfig.from_dict(job["config"])
     try:
-        train(cfg, job["results"], stop_at=job["stop_at"], time_limit=job["time_limit"], progress=False)
+        train(cfg, job["results"], stop_at=job["stop_at"], time_limit=job["time_limit"], progress=False,
+              concurrent_runs=job["concurrent_runs"])
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {cfg.name}: {e}", file=sys.stderr)
         sys.exit(1)

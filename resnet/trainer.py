@@ -7,7 +7,6 @@ exactly where an uninterrupted one would.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -23,6 +22,7 @@ from .data import BatchSampler, DeviceData, device_data, random_crop_flip, resol
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
 from .runfolder import finished_meta, run_lock
+from .steps import autocast, make_step, memory_format
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -58,16 +58,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-
 @torch.inference_mode()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
     """(mean cross-entropy, error %) of ``model`` in eval mode on the given images."""
@@ -84,17 +74,6 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", b
     return loss / len(x), 100.0 * wrong / len(x)
 
 
-def step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD update on the batch (x, y); returns the (loss, logits), still on the device."""
-    with autocast(x.device, precision):
-        logits = model(x)  # (B, 10)
-        loss = F.cross_entropy(logits.float(), y)  # BN, the loss and the weights stay fp32 under bf16 autocast
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, logits
-
-
 def build(cfg: TrainConfig, device: torch.device):
     """The network of ``cfg`` on ``device`` (channels-last on CUDA), seeded by cfg.seed, and its SGD optimiser."""
     torch.manual_seed(cfg.seed)
@@ -104,12 +83,14 @@ def build(cfg: TrainConfig, device: torch.device):
 
 
 def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: DeviceData | None = None,
-          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> dict:
+          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True,
+          concurrent_runs: int = 1) -> dict:
     """Train (or resume, or recognise as finished) the run ``cfg`` in ``results_dir`` and return its metadata.
 
     ``stop_at`` ends the call at the first evaluation point at or past that iteration; ``time_limit`` (seconds
     from this call) ends it at the last evaluation point from which one more evaluation interval, timed on the
     one just done, would not fit. Either leaves a checkpoint to resume from (status 'running').
+    ``concurrent_runs`` (how many runs share the device, e.g. in a parallel sweep) is recorded in run.json.
     """
     call_start = clock()
     cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
@@ -125,13 +106,14 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     with run_lock(run_dir):
         # checked again under the lock: another process may have finished the run meanwhile
         deadline = None if time_limit is None else call_start + time_limit
-        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress)
+        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress,
+                                                         concurrent_runs)
 
 
 def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceData, stop_at: int | None,
-           deadline: float | None, progress: bool) -> dict:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+           deadline: float | None, progress: bool, concurrent_runs: int) -> dict:
+    if device.type == "cuda":  # cuDNN's fastest algorithms, unless deterministic ones are asked for (bit-for-bit checks)
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     model, optimizer = build(cfg, device)
     generator = torch.Generator(device=device)
     generator.manual_seed(cfg.seed)
@@ -141,26 +123,22 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
                  generator_device=device.type)
     if ckpt_path.exists():
         p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, sampler)
-    meta = _meta(cfg, data, device, model, p)
+    meta = _meta(cfg, data, device, model, p) | {"concurrent_runs": concurrent_runs}  # the last session's
     results.write_meta(meta, run_dir / results.META_FILE)
 
     # Metrics stay on the device and are read only at evaluation points (and warm-up checks); image counts
     # are known on the host, so nothing in the loop waits for the GPU.
     window = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
+    update = make_step(cfg, model, optimizer, window)
     warm = torch.tensor(p.warm, dtype=torch.float64, device=device)  # wrong since the last warm-up check
     timer = _Timer(p)
     bar = _progress_bar(cfg.total_iterations, p.iteration, cfg.name, enabled=progress)
     model.train()
     while p.iteration < cfg.total_iterations:
         lr = learning_rate(p.iteration, cfg, warming_up=p.warmup_end is None)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         idx = sampler.next()
         x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))  # (B, 3, 32, 32)
-        y = data.train_y[idx]
-        loss, logits = step(model, optimizer, x, y, cfg.precision)
-        wrong = (logits.argmax(1) != y).sum().double()
-        window += torch.stack([loss.detach().double() * len(y), wrong])
+        wrong = update(x, data.train_y[idx], lr)  # adds the batch's loss and errors to window
         p.iteration += 1
         bar.update(1)
         if p.warmup_end is None:

@@ -1,15 +1,5 @@
 """The benchmark scripts run end to end (smoke mode on the CPU); no timing is asserted."""
-from benchmarks import speed
-
 from .conftest import JPEG_ARCHIVE
-
-
-def test_speed_benchmark_smoke(tmp_path, capsys):
-    speed.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)])
-    md = (tmp_path / "speed.md").read_text()
-    assert "SMOKE MODE" in md and "| plain-8 | fp32 |" in md and "| resnet-8 | fp32 |" in md and "Sweep: 2 networks" in md
-    header = (tmp_path / "speed.csv").read_text().splitlines()[0]
-    assert header.startswith("network,precision,iterations/s,projected 64k s") and "device" in header
 
 
 def test_study_cost_benchmark_smoke(tmp_path):
@@ -24,3 +14,29 @@ def test_study_cost_benchmark_smoke(tmp_path):
 
     table = cost_markdown(tmp_path)  # the README's cost table, from the JSON summary beside
     assert "| cpu (" in table and "| fp32 | 2 |" in table and "[details](" in table
+
+
+def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
+    from benchmarks import gpu_check
+
+    assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "SMOKE MODE" in md and "## Checks: all passed" in md and md.count("| passed |") == 6
+    assert "| resnet-8 | fp32 |" in md and "All at once" in md
+    import json
+
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert summary["smoke"] and {c["check"] for c in summary["checks"]} >= {"resume", "parallel sweep, cold cache"}
+
+
+def test_gpu_check_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    def broken(*args, **kwargs):
+        raise AssertionError("a resumed run differs from an uninterrupted one")
+
+    monkeypatch.setattr(gpu_check, "check_resume", broken)
+    monkeypatch.setattr(gpu_check, "concurrent", lambda *a: {"cuda_graph": a[-1], "runs at once": 0, "s / step each": {"-": 0.0},
+                                                            "projected minutes (upper bound, evaluations not included)": 0.0})
+    assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 1
+    assert "FAILED: resume" in (tmp_path / "gpu_check.md").read_text()

@@ -1,0 +1,296 @@
+"""One command that proves the CUDA path, before a GPU session spends its minutes training.
+
+    python -m benchmarks.gpu_check --data PATH           # on a GPU: minutes; no network, no pip, no pytest needed
+    python -m benchmarks.gpu_check --smoke --data PATH   # seconds on a CPU: the same checks, tiny, no timing claims
+
+1. Checks (each also a `cuda`-marked test in tests/test_cuda.py): the graphed step equals the eager step with
+   deterministic algorithms; a run stopped and resumed equals an uninterrupted one; device generators are seeded
+   and restored; bf16 predicts as fp32 does; a parallel sweep on a cold data cache trains every run.
+2. Speed, per network: the eager fp32 step and the graphed step (each timed in its steady state, with any wait of
+   the host for the device an error), the evaluation, and the projected time of each network at the paper's
+   schedule; then all networks at once (one process each; steady state read from their logs).
+3. The device, driver, torch, CUDA and cuDNN versions, and whether MPS is running.
+Writes <out>/gpu_check.md and <out>/gpu_check.json.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import traceback
+from pathlib import Path
+
+import torch
+
+from resnet import TrainConfig, sweep, train
+from resnet.cost import time_network
+from resnet.data import BatchSampler, device_data, random_crop_flip
+from resnet.results import read_csv
+from resnet.steps import make_step, memory_format
+from resnet.trainer import build, evaluate, learning_rate, resolve_device
+
+from .common import environment, markdown_table
+
+PAPER = TrainConfig()
+EVALUATIONS = -(-PAPER.total_iterations // PAPER.eval_every)  # 164 at the paper's schedule
+
+
+def tiny(cfg: TrainConfig, **kw) -> TrainConfig:
+    """A seconds-long variant of ``cfg``: 1,000 training and 500 test images, 40 iterations of batch 32."""
+    return dataclasses.replace(cfg, **{"train_subset": 1000, "test_subset": 500, "iterations": 40, "batch_size": 32,
+                                       "milestones": (20, 30), "eval_every": 10, "checkpoint_every": 10, **kw})
+
+
+@contextlib.contextmanager
+def deterministic():
+    """Deterministic algorithms (cuDNN's included) within the block: bit-for-bit comparisons."""
+    before = torch.are_deterministic_algorithms_enabled()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=True)
+
+
+# --- checks: each returns a line saying what it found, or raises AssertionError -------------------------------
+
+def losses(cfg: TrainConfig, data, iterations: int) -> list[float]:
+    """The training loss of each of ``iterations`` updates of ``cfg`` (with its lr rule), as the trainer steps."""
+    device = data.train_x.device
+    model, optimizer = build(cfg, device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+    window = torch.zeros(2, dtype=torch.float64, device=device)
+    update, seen = make_step(cfg, model, optimizer, window), []
+    for it in range(iterations):
+        idx = sampler.next()
+        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))
+        update(x, data.train_y[idx], learning_rate(it, cfg))
+        seen.append(window[0].clone())  # the loss sum so far: read once, at the end
+    sums = torch.stack(seen).tolist()
+    return [(b - a) / cfg.batch_size for a, b in zip([0.0] + sums, sums)]
+
+
+def check_graph_equals_eager(cfg: TrainConfig, data, iterations: int = 60) -> str:
+    """The graphed step's losses against the eager step's, with deterministic algorithms: the same kernels, so
+    equal up to the summation order of the graph's memory (allowed: 1e-5 relative)."""
+    with deterministic():
+        eager = losses(dataclasses.replace(cfg, cuda_graph=False), data, iterations)
+        graphed = losses(dataclasses.replace(cfg, cuda_graph=True), data, iterations)
+    worst = max(abs(g - e) / max(abs(e), 1e-12) for g, e in zip(graphed, eager))
+    assert worst <= 1e-5, f"{cfg.net}-{cfg.depth}: graphed losses differ from eager by up to {worst:.2e} (relative)"
+    return f"{cfg.net}-{cfg.depth} {cfg.precision}: {iterations} graphed updates equal eager ones (worst {worst:.1e})"
+
+
+def check_resume(cfg: TrainConfig, data) -> str:
+    """A run stopped at a checkpoint and resumed ends bit for bit where an uninterrupted one does."""
+    with deterministic(), tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        whole = train(cfg, a, data=data, progress=False)
+        train(cfg, b, data=data, stop_at=cfg.total_iterations // 2, progress=False)
+        resumed = train(cfg, b, data=data, progress=False)
+    assert resumed["weights_sha256"] == whole["weights_sha256"], "a resumed run differs from an uninterrupted one"
+    return f"resume at iteration {cfg.total_iterations // 2} of {cfg.total_iterations}: bit-identical weights"
+
+
+def check_generators(device: torch.device) -> str:
+    """Seeded device generators repeat themselves, and a saved state restores the sequence."""
+    draw = lambda g: torch.randint(0, 9, (1000,), device=device, generator=g)  # noqa: E731
+    g1, g2 = torch.Generator(device=device).manual_seed(7), torch.Generator(device=device).manual_seed(7)
+    assert torch.equal(draw(g1), draw(g2)), "two generators seeded alike differ"
+    state = g1.get_state()
+    first = draw(g1)
+    g1.set_state(state)
+    assert torch.equal(draw(g1), first), "a restored generator state does not repeat its draws"
+    return f"{device.type} generators: seeded alike repeat, a saved state restores"
+
+
+def check_bf16(cfg: TrainConfig, data, iterations: int = 100) -> str:
+    """After ``iterations`` fp32 updates, the network's bf16 predictions agree with its fp32 ones (>= 95%)."""
+    cfg = dataclasses.replace(cfg, precision="fp32")
+    with tempfile.TemporaryDirectory() as d:
+        train(dataclasses.replace(cfg, iterations=iterations, milestones=(), eval_every=iterations,
+                                  checkpoint_every=iterations), d, data=data, progress=False)
+        from resnet import load_run
+
+        model = load_run(next(Path(d).glob("*/*")), data.test_x.device).model
+    with torch.inference_mode():
+        fp32 = model(data.test_x).argmax(1)
+        with torch.autocast(data.test_x.device.type, dtype=torch.bfloat16):
+            bf16 = model(data.test_x).argmax(1)
+    agree = (fp32 == bf16).double().mean().item()
+    _, err32 = evaluate(model, data.test_x, data.test_y, "fp32")
+    _, err16 = evaluate(model, data.test_x, data.test_y, "bf16")
+    assert agree >= 0.95, f"bf16 and fp32 predictions agree on only {agree:.1%} of the test images"
+    return f"bf16 vs fp32: {agree:.1%} of predictions agree; test error {err16:.2f}% vs {err32:.2f}%"
+
+
+def image_tree(folder: Path, per_class: int = 10) -> Path:
+    """A small CIFAR-shaped image tree of random pictures ({train,test}/<class>/<i>.png)."""
+    import numpy as np
+    from PIL import Image
+
+    from resnet.data import CLASSES
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CLASSES:
+            (folder / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / split / name / f"{i}.png")
+    return folder
+
+
+def check_cold_cache_sweep(cfg: TrainConfig, parallel: int = 3) -> str:
+    """``parallel`` runs started at once on an empty data cache all finish (a small image tree: the race is in
+    the cache, whatever the data's size)."""
+    with tempfile.TemporaryDirectory() as d:
+        data = str(image_tree(Path(d) / "tree"))
+        configs = [tiny(cfg, data=data, depth=8, seed=s, train_subset=100, test_subset=100) for s in range(parallel)]
+        before = os.environ.get("RESNET_CACHE")
+        os.environ["RESNET_CACHE"] = str(Path(d) / "cache")
+        try:
+            metas = sweep(configs, Path(d) / "results", parallel=parallel, progress=False)
+        finally:
+            os.environ.pop("RESNET_CACHE") if before is None else os.environ.update(RESNET_CACHE=before)
+    assert [m["status"] for m in metas] == ["finished"] * parallel, [m["status"] for m in metas]
+    return f"{parallel} runs at once on a cold cache: all finished"
+
+
+def run_checks(base: TrainConfig, data, device: torch.device) -> list[dict]:
+    """Every check, each reported as passed or failed (with its error), none stopping the others."""
+    small = tiny(base, depth=8)
+    checks = [("graphed step = eager (fp32)", lambda: check_graph_equals_eager(small, data)),
+              ("graphed step = eager (bf16)", lambda: check_graph_equals_eager(dataclasses.replace(small, precision="bf16"), data)),
+              ("resume", lambda: check_resume(small, data)),
+              ("generators", lambda: check_generators(device)),
+              ("bf16 vs fp32", lambda: check_bf16(small, data)),
+              ("parallel sweep, cold cache", lambda: check_cold_cache_sweep(base))]
+    rows = []
+    for name, check in checks:
+        try:
+            rows.append({"check": name, "result": "passed", "detail": check()})
+        except Exception as e:  # noqa: BLE001 - every failure is reported, with what it was
+            traceback.print_exc()
+            rows.append({"check": name, "result": "FAILED", "detail": f"{type(e).__name__}: {e}".replace("\n", " ")})
+        print(rows[-1], flush=True)
+    return rows
+
+
+# --- speed ------------------------------------------------------------------------------------------------
+
+def speed(base: TrainConfig, data, networks: list[tuple[str, int]], iterations: int) -> list[dict]:
+    """Per network: steady-state seconds per eager and graphed step, per evaluation, and the projected hours of
+    a paper-schedule run with each step."""
+    rows = []
+    for net, depth in networks:
+        cfg = dataclasses.replace(base, net=net, depth=depth, warmup=False)
+        eager, per_eval, eager_sync = _timed(cfg, data, iterations)
+        graphed, _, graphed_sync = _timed(dataclasses.replace(cfg, cuda_graph=True), data, iterations)
+        project = lambda per_step: (PAPER.total_iterations * per_step + EVALUATIONS * per_eval) / 60  # noqa: E731
+        rows.append({"network": f"{net}-{depth}", "precision": cfg.precision, "eager ms/step": f"{1e3 * eager:.2f}",
+                     "graphed ms/step": f"{1e3 * graphed:.2f}", "speed-up": f"{eager / graphed:.2f}x",
+                     "s / evaluation": f"{per_eval:.2f}", "paper schedule, eager (min)": f"{project(eager):.1f}",
+                     "paper schedule, graphed (min)": f"{project(graphed):.1f}",
+                     "host waits for the device": eager_sync or graphed_sync or "never"})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _timed(cfg: TrainConfig, data, iterations: int) -> tuple[float, float, str]:
+    """time_network with host-device synchronisation an error; where one happens, it is named and the step is
+    timed again without the check."""
+    try:
+        return (*time_network(cfg, data, iterations, sync_check=True), "")
+    except RuntimeError as e:
+        return (*time_network(cfg, data, iterations), f"{'graphed' if cfg.cuda_graph else 'eager'}: {e}".replace("\n", " "))
+
+
+def concurrent(base: TrainConfig, networks: list[tuple[str, int]], iterations: int, cuda_graph: bool) -> dict:
+    """All ``networks`` at once, one process each: each one's steady-state seconds per step (from its log, past
+    its first evaluation, so process start and data loading are left out), and the projected wall time of the
+    set at the paper's schedule were they to keep that pace (the slowest decides; once the others finish it
+    speeds up, so this is an upper bound)."""
+    every = max(1, iterations // 4)
+    configs = [dataclasses.replace(base, net=n, depth=d, iterations=iterations, milestones=(), warmup=False,
+                                   eval_every=every, checkpoint_every=every * 1000, cuda_graph=cuda_graph)
+               for n, d in networks]
+    with tempfile.TemporaryDirectory() as d:
+        sweep(configs, d, parallel=len(configs), progress=False)
+        per_step = {}
+        for c in configs:
+            log = read_csv(c.run_dir(d) / "log.csv")
+            first, last = log.iloc[0], log.iloc[-1]
+            per_step[f"{c.net}-{c.depth}"] = (last["elapsed_s"] - first["elapsed_s"]) / (last["iteration"] - first["iteration"])
+    slowest = max(per_step.values())
+    return {"cuda_graph": cuda_graph, "runs at once": len(configs), "s / step each": per_step,
+            "projected minutes (upper bound, evaluations not included)": PAPER.total_iterations * slowest / 60}
+
+
+def gpu_facts(device: torch.device) -> dict:
+    pipe = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))  # the MPS daemon's pipe folder
+    facts = {"mps": f"running ({pipe} exists)" if pipe.exists() else f"not running (no {pipe})"}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        facts["memory_gib"] = round(props.total_memory / 2**30, 1)
+        if shutil.which("nvidia-smi"):
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True)
+            facts["driver"] = out.stdout.strip() or out.stderr.strip()
+    return facts
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny networks and data, seconds on a CPU: no timing claims")
+    p.add_argument("--data", default=os.environ.get("RESNET_DATA", ""), help="data source (default: RESNET_DATA)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of the speed measurements")
+    p.add_argument("--iterations", type=int, default=200, help="timed steps per network and step kind")
+    p.add_argument("--out", default="benchmarks")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    base = TrainConfig(data=args.data, device=str(device), precision=args.precision)
+    networks = [(n, d) for d in (20, 32, 44, 56, 110) for n in ("plain", "resnet")]
+    if args.smoke:
+        networks, args.iterations = [("plain", 8), ("resnet", 8)], 3
+        base = tiny(base)
+    tiny_data = device_data(tiny(base), device)
+    data = tiny_data if args.smoke else device_data(base, device)
+
+    env = {**environment(str(device)), **gpu_facts(device)}
+    print(env, flush=True)
+    checks = run_checks(base, tiny_data, device)
+    rows = speed(base, data, networks, args.iterations)
+    together = [concurrent(base, networks, 4 if args.smoke else 2 * args.iterations, g) for g in (False, True)]
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"environment": env, "smoke": args.smoke, "checks": checks, "speed": rows, "concurrent": together}
+    (out / "gpu_check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    failed = [c["check"] for c in checks if c["result"] != "passed"]
+    lines = [f"# CUDA check{' — SMOKE MODE: tiny networks on ' + device.type + ', no meaningful timings' if args.smoke else ''}",
+             "", ", ".join(f"{k} {v}" for k, v in env.items()), "",
+             f"## Checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}", "", markdown_table(checks), "",
+             f"## Speed ({args.precision}, batch {base.batch_size}, {args.iterations} timed steps each after the untimed "
+             f"first ones; projection: {PAPER.total_iterations:,} steps and {EVALUATIONS} evaluations, one run at a time)",
+             "", markdown_table(rows), "",
+             f"One run at a time, the {len(rows)} networks take {sum(float(r['paper schedule, eager (min)']) for r in rows):.0f} "
+             f"min eager and {sum(float(r['paper schedule, graphed (min)']) for r in rows):.0f} min graphed.", "",
+             "## All at once (one process each)", ""]
+    for t in together:
+        lines.append(f"- {'graphed' if t['cuda_graph'] else 'eager'}: {t['runs at once']} runs, projected at most "
+                     f"{t['projected minutes (upper bound, evaluations not included)']:.0f} min "
+                     f"(slowest step {1e3 * max(t['s / step each'].values()):.1f} ms)")
+    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

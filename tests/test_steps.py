@@ -1,0 +1,49 @@
+"""The training step, eager and graphed. On the CPU there is no CUDA graph: the graphed step runs the same
+operations in the same order through its static buffers, so it must match the eager step exactly (bit for bit);
+the CUDA graph itself is compared with the eager step on a GPU by benchmarks/gpu_check.py (and tests/test_cuda.py)."""
+import dataclasses
+
+import pytest
+import torch
+
+from resnet import TrainConfig
+from resnet.data import BatchSampler, random_crop_flip
+from resnet.steps import GraphedStep, make_step
+from resnet.trainer import build, learning_rate
+
+
+def _train_steps(cfg: TrainConfig, data, iterations: int):
+    """(per-iteration wrong counts, the loss/error window every 50 iterations, final weights) of ``iterations``
+    updates of ``cfg``, with its lr rule (warm-up included)."""
+    model, optimizer = build(cfg, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+    window = torch.zeros(2, dtype=torch.float64)
+    update = make_step(cfg, model, optimizer, window)
+    wrongs, windows = [], []
+    for it in range(iterations):
+        idx = sampler.next()
+        lr = learning_rate(it, cfg, warming_up=it < 30)
+        x = random_crop_flip(data.train_x[idx], generator).contiguous()  # as the trainer lays it out on the CPU
+        wrongs.append(update(x, data.train_y[idx], lr).item())
+        if (it + 1) % 50 == 0:
+            windows.append(window.tolist())
+            window.zero_()
+    return wrongs, windows, {k: v.clone() for k, v in model.state_dict().items()}, update
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_graphed_step_trains_exactly_as_the_eager_step(small_data, precision, monkeypatch):
+    recorded = []
+    real_record = GraphedStep._record
+    monkeypatch.setattr(GraphedStep, "_record", lambda self: recorded.append(self.optimizer.param_groups[0]["lr"])
+                        or real_record(self))
+    cfg = TrainConfig(depth=8, batch_size=32, milestones=(100, 160), iterations=200, precision=precision, device="cpu")
+    eager = _train_steps(cfg, small_data, 200)
+    graphed = _train_steps(dataclasses.replace(cfg, cuda_graph=True), small_data, 200)
+    assert isinstance(graphed[3], GraphedStep) and not isinstance(eager[3], GraphedStep)
+    assert graphed[0] == eager[0] and graphed[1] == eager[1]
+    assert all(torch.equal(graphed[2][k], eager[2][k]) for k in eager[2])
+    # recorded once per lr after its eager start: the warm-up's 0.01, then 0.1, 0.01, 0.001 at the milestones
+    assert recorded == pytest.approx([0.01, 0.1, 0.01, 0.001])
+    assert eager[1][-1][1] < eager[1][0][1]  # and it learns: fewer errors in the last window than in the first
