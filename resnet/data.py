@@ -84,10 +84,9 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
     is_official = (path / "data_batch_1").exists()
     key = _fingerprint(path)
     cached = cache_dir() / f"cifar10-{key[:16]}.npz"
-    if cached.exists():
-        with np.load(cached) as z:
-            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-            checksum = str(z["checksum"])
+    arrays = _read_cache(cached) if cached.exists() else None
+    if arrays is not None:
+        checksum = arrays.pop("checksum")
     else:
         arrays = _read_official(path) if is_official else _read_image_tree(path)
         checksum = _array_checksum(arrays)
@@ -95,6 +94,25 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         with replacing(cached) as tmp, open(tmp, "wb") as fh:  # processes decoding at once each write their own
             np.savez(fh, checksum=checksum, **arrays)
     return Cifar10(**arrays, source="official" if data == "official" else path.name, checksum=checksum)
+
+
+def _read_cache(cached: Path) -> dict | None:
+    """The decoded arrays and their checksum from a cache file, verified; None (after a warning naming the file)
+    when it is damaged or truncated: the cache is derived data, decoded again and rewritten."""
+    import warnings
+
+    try:
+        with np.load(cached) as z:
+            arrays = {k: z[k] for k in ("train_x", "train_y", "test_x", "test_y")}
+            checksum = str(z["checksum"])
+        if _array_checksum(arrays) == checksum:
+            return {**arrays, "checksum": checksum}
+        problem = "its arrays do not match their checksum"
+    except Exception as e:  # noqa: BLE001 - numpy and zipfile raise many kinds for a damaged file
+        problem = f"unreadable ({type(e).__name__})"
+    warnings.warn(f"data cache {cached} is damaged ({problem}): decoding the source again to rewrite it",
+                  stacklevel=3)
+    return None
 
 
 def _download_official():

@@ -85,6 +85,27 @@ def test_the_cache_is_keyed_on_the_contents_not_the_time_stamps(tmp_path, isolat
     assert edited.train_x[edited.train_y == CLASSES.index("cat")][0, 0, 0].tolist() == pixels[0, 0].tolist()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_cache_is_named_and_rebuilt_never_used(tmp_path, isolated_cache, damage):
+    tree = write_tree(tmp_path / "t", per_class=2)
+    first = load_cifar10(str(tree))
+    [cached] = isolated_cache.glob("*.npz")
+    raw = bytearray(cached.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    else:  # a byte inside the training images (the arrays are stored uncompressed)
+        raw[len(raw) // 3] ^= 0xFF
+    cached.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=f"data cache {cached} is damaged"):
+        again = load_cifar10(str(tree))
+    assert again.checksum == first.checksum and np.array_equal(again.train_x, first.train_x)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rewritten whole: no warning now
+        assert load_cifar10(str(tree)).checksum == first.checksum
+
+
 def test_loads_racing_on_a_cold_cache_all_succeed(tmp_path, isolated_cache, monkeypatch):
     # Every fresh GPU machine starts cold, and a parallel sweep's runs load at once. Here each writer finishes
     # its cache file before any of them renames it into place: the window in which racing writers collide.
