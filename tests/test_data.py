@@ -85,7 +85,7 @@ def test_the_cache_is_keyed_on_the_contents_not_the_time_stamps(tmp_path, isolat
     assert edited.train_x[edited.train_y == CLASSES.index("cat")][0, 0, 0].tolist() == pixels[0, 0].tolist()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "altered"])
 def test_a_damaged_cache_is_named_and_rebuilt_never_used(tmp_path, isolated_cache, damage):
     tree = write_tree(tmp_path / "t", per_class=2)
     first = load_cifar10(str(tree))
@@ -93,9 +93,15 @@ def test_a_damaged_cache_is_named_and_rebuilt_never_used(tmp_path, isolated_cach
     raw = bytearray(cached.read_bytes())
     if damage == "truncated":
         raw = raw[: len(raw) // 2]
-    else:  # a byte inside the training images (the arrays are stored uncompressed)
+    elif damage == "flipped":  # a byte inside the training images: caught by the zip's CRC
         raw[len(raw) // 3] ^= 0xFF
-    cached.write_bytes(bytes(raw))
+    if damage == "altered":  # a whole, valid file whose pixels are not those its checksum was made from
+        with np.load(cached) as z:
+            arrays = {k: z[k].copy() for k in z.files}
+        arrays["train_x"][0, 0, 0, 0] ^= 0xFF
+        np.savez(cached.with_suffix(""), **arrays)
+    else:
+        cached.write_bytes(bytes(raw))
     with pytest.warns(UserWarning, match=f"data cache {cached} is damaged"):
         again = load_cifar10(str(tree))
     assert again.checksum == first.checksum and np.array_equal(again.train_x, first.train_x)
