@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     p.add_argument("--shortcuts", type=int, metavar="DEPTH",
                    help="also draw shortcut options A/B/C (and plain) at this depth to assets/shortcuts-DEPTH.png")
 
-    p = sub.add_parser("report", help="rewrite README.md's results section from the runs in results/")
+    p = sub.add_parser("report", help="rewrite README.md's generated sections (results, peer table) from the files")
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--assets", default="assets", help="where the figures are (default: assets)")
     p.add_argument("--readme", default="README.md", help="the file to update (default: README.md)")
@@ -151,7 +151,7 @@ def _run(args) -> int:
         from .report import update_readme
 
         changed = update_readme(args.readme, args.results, args.assets)
-        print(f"{args.readme}: results section {'rewritten' if changed else 'already up to date'}")
+        print(f"{args.readme}: generated sections {'rewritten' if changed else 'already up to date'}")
     elif args.command == "export":
         from .transfer import export_study
 

@@ -1,7 +1,8 @@
-"""The README's results section, generated from the runs in ``results/``: no number in it is typed by hand.
+"""The README's generated sections (results, peer table), made from the files in the repo: no number in them is
+typed by hand.
 
-``python -m resnet report`` rewrites the part of README.md between the two markers below; a test checks that
-the committed README matches what the committed results generate.
+``python -m resnet report`` rewrites the parts of README.md between each section's markers (``markers``); a test
+checks that the committed README matches what the committed results and measurements generate.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .config import TrainConfig, study_label
 from .compare import error_table, findings
 from .results import by_study, load_runs
 
-START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"
+START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"  # see markers()
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -82,16 +83,37 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
     return "\n\n".join(parts)
 
 
+def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
+    """The peer's weights on the JPEG test set: the table measured by benchmarks/peer_on_jpeg.py."""
+    path = Path(benchmarks) / "peer_on_jpeg.md"
+    if not path.exists():
+        return "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
+    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("|"))
+
+
+def markers(section: str) -> tuple[str, str]:
+    """The README's start and end markers of a generated section."""
+    return f"<!-- {section}:start (python -m resnet report) -->", f"<!-- {section}:end -->"
+
+
+def sections(results_dir: str | Path = "results", assets: str | Path = "assets",
+             benchmarks: str | Path = "benchmarks") -> dict[str, str]:
+    """Every generated section of the README, by name."""
+    return {"peers": peer_markdown(benchmarks), "results": results_markdown(results_dir, assets, benchmarks)}
+
+
 def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "results",
                   assets: str | Path = "assets", benchmarks: str | Path = "benchmarks") -> bool:
-    """Rewrite the results section of ``readme``; True when it changed."""
+    """Rewrite the generated sections of ``readme``; True when it changed."""
     path = Path(readme)
-    text = path.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{path}: the markers {START!r} and {END!r} are missing")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{results_markdown(results_dir, assets, benchmarks)}\n{END}{tail}"
+    text = new = path.read_text()
+    for section, body in sections(results_dir, assets, benchmarks).items():
+        start, end = markers(section)
+        if start not in new or end not in new:
+            raise ValueError(f"{path}: the markers {start!r} and {end!r} are missing")
+        head, rest = new.split(start, 1)
+        _, tail = rest.split(end, 1)
+        new = f"{head}{start}\n{body}\n{end}{tail}"
     if new != text:
         path.write_text(new)
     return new != text

@@ -1,5 +1,5 @@
 """The committed results: every finished run's weights, re-evaluated on the CPU on its own data, give the test
-error its run.json records; every run's files are valid; and the README's results section is generated from them."""
+error its run.json records; every run's files are valid; and the README's numbers are generated from the files."""
 import pytest
 
 from resnet import evaluate_run, load_runs
@@ -32,10 +32,12 @@ def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir)
     assert abs(report["test_error"] - meta["final_test_error"]) <= tolerance, report
 
 
-def test_the_readmes_results_section_is_generated_from_the_committed_runs():
-    from resnet.report import END, START, results_markdown
+@pytest.mark.parametrize("name", ["results", "peers"])
+def test_the_readmes_numbers_are_generated_from_the_committed_runs_and_measurements(name):
+    from resnet.report import markers, sections
 
     readme = (ROOT / "README.md").read_text()
-    section = readme.split(START, 1)[1].split(END, 1)[0].strip()
-    assert section == results_markdown(COMMITTED, "assets", ROOT / "benchmarks").strip(), (
-        "README.md's results section is stale: run `python -m resnet report`")
+    start, end = markers(name)
+    section = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    assert section == sections(COMMITTED, "assets", ROOT / "benchmarks")[name].strip(), (
+        f"README.md's {name} section is stale: run `python -m resnet report`")

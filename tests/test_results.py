@@ -286,7 +286,7 @@ def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
 
 
 def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):
-    from resnet.report import END, START, results_markdown, update_readme
+    from resnet.report import END, START, markers, results_markdown, update_readme
 
     fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
     running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
@@ -303,11 +303,16 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
     assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{START}\nold\n{END}\noutro\n")
+    peers_start, peers_end = markers("peers")
+    readme.write_text(f"intro\n{peers_start}\nold\n{peers_end}\n{START}\nold\n{END}\noutro\n")
     no_cost = tmp_path / "no-benchmarks"
     assert update_readme(readme, fixture_results, "assets", no_cost)
     assert not update_readme(readme, fixture_results, "assets", no_cost)
-    assert readme.read_text() == f"intro\n{START}\n{text}\n{END}\noutro\n"
+    peers = "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
+    assert readme.read_text() == f"intro\n{peers_start}\n{peers}\n{peers_end}\n{START}\n{text}\n{END}\noutro\n"
+    readme.write_text(f"intro\n{START}\nold\n{END}\n")
+    with pytest.raises(ValueError, match="the markers '<!-- peers:start"):
+        update_readme(readme, fixture_results, "assets", no_cost)
 
 
 def test_the_table_averages_only_runs_that_differ_in_nothing_but_the_seed(fixture_results):
