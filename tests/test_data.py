@@ -27,8 +27,11 @@ def test_official_format_is_read_exactly(tmp_path, isolated_cache):
     folder = write_official(tmp_path / "cifar-10-batches-py")
     ds = load_cifar10(str(folder))
     assert ds.train_x.shape == (20, 32, 32, 3) and ds.test_x.shape == (10, 32, 32, 3)
-    # pixel (row 0, col 1) of image 0, green channel == byte 1024 + 1 of the row-major CHW record
-    assert np.array_equal(ds.train_x[:4], random_images(20)[:4])
+    # a record is 3,072 bytes, channel-major then row-major: byte 1024 + 1 is the green value of pixel (row 0, col 1)
+    record = random_images(20)[0].transpose(2, 0, 1).reshape(-1)
+    assert ds.train_x[0, 0, 1, 1] == record[1024 + 1] and ds.train_x[0, 1, 0, 2] == record[2048 + 32]
+    assert np.array_equal(ds.train_x, random_images(20))  # every image, in order, across the five batches
+    assert np.array_equal(ds.test_x, random_images(10, seed=1))
     assert ds.train_y.tolist() == np.repeat(np.arange(10), 2).tolist()
     assert ds.source == "cifar-10-batches-py"
 
@@ -238,16 +241,21 @@ def _numbered(B=6, C=3, H=32, W=32):
     return torch.arange(1, B * C * H * W + 1, dtype=torch.float32).reshape(B, C, H, W)
 
 
-@pytest.mark.parametrize("dx, dy", [(0, 0), (8, 8), (4, 4), (0, 8), (3, 6)])
+@pytest.mark.parametrize("dx", range(2 * PAD + 1))
+@pytest.mark.parametrize("dy", range(2 * PAD + 1))
 def test_crop_takes_the_window_of_the_zero_padded_image(dx, dy):
     x = _numbered(B=1)
     out = crop_flip(x, torch.tensor([dx]), torch.tensor([dy]), torch.tensor([False]))
     padded = torch.nn.functional.pad(x, (PAD,) * 4)
     assert torch.equal(out, padded[:, :, dy:dy + 32, dx:dx + 32])
-    # at offset 4 the crop is the original image; elsewhere the border is zeros
+    # at offset 4 the crop is the original image; elsewhere it is shifted, with zeros on the side it came from
     assert torch.equal(out, x) == (dx == dy == 4)
-    if dx == 0:
-        assert not out[..., :4].any()
+    zero_cols = [c for c in range(32) if not out[..., c].any()]
+    zero_rows = [r for r in range(32) if not out[..., r, :].any()]
+    assert zero_cols == (list(range(PAD - dx)) if dx < PAD else list(range(32 - (dx - PAD), 32)))
+    assert zero_rows == (list(range(PAD - dy)) if dy < PAD else list(range(32 - (dy - PAD), 32)))
+    inner = out[..., max(0, PAD - dy):32 - max(0, dy - PAD), max(0, PAD - dx):32 - max(0, dx - PAD)]
+    assert torch.equal(inner, x[..., max(0, dy - PAD):32 - max(0, PAD - dy), max(0, dx - PAD):32 - max(0, PAD - dx)])
 
 
 def test_flip_is_exact_mirror_of_the_crop():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import (build_model, error_table, findings, format_table, layer_response_std, load_runs,
+from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
                     plot_figure6, plot_figure7, plot_shortcuts, pretrained)
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv
@@ -133,17 +133,19 @@ def test_finished_run_must_be_complete(fixture_results):
         load_runs(fixture_results)
 
 
-def test_csv_round_trip_keeps_every_value():
-    import tempfile
-    from pathlib import Path
-
+def test_csv_round_trip_keeps_every_value(tmp_path):
     rows = [dict(iteration=10, epoch=0.1, lr=0.1, train_loss=1 / 3, train_error=50.0, test_loss=2 / 3,
-                 test_error=49.5, val_loss=None, val_error=None, elapsed_s=1.5, images_per_s=123.25)]
-    with tempfile.TemporaryDirectory() as d:
-        write_csv(rows, Path(d) / "log.csv")
-        back = read_csv(Path(d) / "log.csv").iloc[0]
-    assert back["train_loss"] == 1 / 3 and back["test_loss"] == 2 / 3 and np.isnan(back["val_error"])
-    assert list(CSV_COLUMNS)[:3] == ["iteration", "epoch", "lr"]
+                 test_error=49.5, val_loss=None, val_error=None, elapsed_s=1.5, images_per_s=123.25),
+            dict(iteration=64_000, epoch=163.84, lr=1e-3, train_loss=np.float64(0.1) + 1e-17, train_error=1e-300,
+                 test_loss=np.float32(0.7), test_error=8.75, val_loss=np.nextafter(0.3, 1), val_error=7.0,
+                 elapsed_s=12345.678901234567, images_per_s=1023.999999999999)]
+    write_csv(rows, tmp_path / "log.csv")
+    back = read_csv(tmp_path / "log.csv").to_dict("records")
+    assert [list(r) for r in back] == [list(CSV_COLUMNS)] * 2
+    for row, got in zip(rows, back):
+        for column, value in row.items():  # every value exactly, float digits and types included
+            assert (np.isnan(got[column]) if value is None else got[column] == value), (column, value, got[column])
+    assert isinstance(back[1]["iteration"], int)
 
 
 # --- loading models the usual ways -----------------------------------------------------------------
@@ -163,11 +165,20 @@ def test_pretrained_and_torch_hub_load_committed_style_runs(fixture_results):
 
 # --- command line ----------------------------------------------------------------------------------
 
-def test_cli_help_documents_every_setting(capsys):
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_cli_help_documents_every_setting(capsys, command):
+    import re
+
     with pytest.raises(SystemExit):
-        main(["train", "--help"])
-    out = capsys.readouterr().out
-    for flag in ("--depth", "--net", "--shortcut", "--warmup", "--val-size", "--data", "--stop-at", "--precision"):
+        main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare with whitespace joined
+    swept = {"net": "--nets", "depth": "--depths", "seed": "--seeds"} if command == "sweep" else {}
+    for f in dataclasses.fields(TrainConfig):
+        flag = swept.get(f.name, "--" + f.name.replace("_", "-"))
+        assert re.search(rf"{flag}\b", out), flag
+        if f.name not in swept:  # its help text, once, from the field's metadata
+            assert " ".join(f.metadata["help"].split()) in out, f.name
+    for flag in ("--results", "--stop-at", "--time-limit", "--quiet", *(("--parallel",) if command == "sweep" else ())):
         assert flag in out
 
 

@@ -172,15 +172,18 @@ def test_sweep_trains_what_is_missing_and_refuses_duplicates(tmp_path):
         sweep([configs[0], configs[0]], tmp_path)
 
 
-def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path):
+def test_validation_protocol_logs_validation_error_and_is_recorded(tmp_path, finished_run):
     cfg = tiny_config(val_size=100, iterations=20)
     meta = train(cfg, tmp_path, progress=False)
     assert cfg.name == "resnet8-val100-seed0" and meta["n_train"] == 900 and meta["n_val"] == 100
     assert meta["config"]["val_size"] == 100
     log = read_csv(cfg.run_dir(tmp_path) / "log.csv")
     assert log["val_error"].notna().all() and log["val_error"].between(0, 100).all()
-    # the default protocol has no validation columns filled
-    assert TrainConfig().val_size == 0
+    assert (log["val_loss"] != log["test_loss"]).all()  # measured on other images than the test set's
+    # the paper's protocol (no split): every training image trains, and the validation columns stay empty
+    default, results, default_meta = finished_run
+    assert default.val_size == 0 and default_meta["n_train"] == 1000 and default_meta["n_val"] == 0
+    assert read_csv(default.run_dir(results) / "log.csv")[["val_loss", "val_error"]].isna().all().all()
 
 
 @pytest.mark.parametrize("parallel", [1, 2])
