@@ -32,35 +32,16 @@
 # `results/<data>-<schedule>-<precision>/` (e.g. `cifar10-jpeg-1of8-bf16`), so a study on other data or at another
 # schedule never collides with the committed ones. The settings below come from the environment: `RESNET_DATA`,
 # `RESNET_SCHEDULE` (`1/8`: the paper's schedule scaled to 8k iterations, for machines without a big GPU),
-# `RESNET_PRECISION` and `RESNET_RESULTS`. Before the sweep starts, it prints what the study will cost on this
-# machine. With `RESNET_QUICK=1` (CI) it instead trains two tiny networks on a data subset on the CPU, into a
-# temporary folder, and re-plots the committed results.
+# `RESNET_PRECISION`, `RESNET_RESULTS` and `RESNET_PARALLEL` (read by `resnet.study_from_environment`, which is
+# tested). Before the sweep starts, it prints what the study will cost on this machine. With `RESNET_QUICK=1` (CI)
+# it instead trains two tiny networks on a data subset on the CPU, into a temporary folder, and draws the committed
+# results without saving over their figures: every cell runs the same code in both modes.
 
 # %%
-import dataclasses
-import os
-import tempfile
-
 import resnet
 
-QUICK = os.environ.get("RESNET_QUICK") == "1"  # CI: tiny real runs on a data subset, on the CPU
-DATA = os.environ.get("RESNET_DATA", "")  # "" = official CIFAR-10 (downloaded); or a path, e.g. ../shared/data/cifar10-jpeg.tar.gz
-SCHEDULE = os.environ.get("RESNET_SCHEDULE", "1")  # "1": the paper's 64k iterations; "1/8": 8k, lr milestones scaled alike
-PRECISION = os.environ.get("RESNET_PRECISION", "fp32")  # "bf16": autocast; weights, BN and the loss stay fp32
-SHOWN = os.environ.get("RESNET_RESULTS", "results")  # every study below it is drawn: the committed ones and yours
-DEPTHS, NETS, SEEDS = [20, 32, 44, 56, 110], ["plain", "resnet"], [0]
-VAL_SIZE = 0  # 0: the paper's reported protocol (train on 50k, report test error); 5000: its 45k/5k split
-PARALLEL = 1  # runs at once (separate processes), to fill one GPU with small networks
-base = resnet.TrainConfig(data=DATA, schedule=SCHEDULE, precision=PRECISION, val_size=VAL_SIZE, device="auto")
-
-RESULTS = SHOWN  # where the sweep trains
-if QUICK:
-    RESULTS, DEPTHS = tempfile.mkdtemp(prefix="resnet-quick-"), [8]
-    base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
-                               checkpoint_every=10, train_subset=1000, test_subset=500, device="cpu")
-configs = [dataclasses.replace(base, net=n, depth=d, seed=s) for n in NETS for d in DEPTHS for s in SEEDS]
-print(f"{len(configs)} runs of {base.total_iterations} iterations, batch {base.batch_size}, {base.precision}"
-      + (" (quick mode: into a temporary folder)" if QUICK else f", into {RESULTS}/{base.study}/"))
+study = resnet.study_from_environment()  # RESNET_DATA, RESNET_SCHEDULE, RESNET_PRECISION, RESNET_RESULTS, RESNET_QUICK
+print(study.describe())
 
 # %% [markdown]
 # ## What the sweep will cost on this machine
@@ -70,14 +51,14 @@ print(f"{len(configs)} runs of {base.total_iterations} iterations, batch {base.b
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Timings differ from machine to machine.
-print(resnet.format_cost(resnet.estimate_cost(configs, RESULTS)))
+print(resnet.format_cost(resnet.estimate_cost(study.configs, study.results)))
 
 # %% [markdown]
 # ## The sweep
 # Trains every run that is not finished in the results folder (an interrupted run resumes from its checkpoint).
 
 # %%
-metas = resnet.sweep(configs, RESULTS, parallel=PARALLEL, progress=not QUICK)
+metas = resnet.sweep(study.configs, study.results, parallel=study.parallel, progress=not study.quick)
 for m in metas:
     print(f"{m['name']:>18}: {m['status']}, {m['iterations_done']} iterations, data: {m['data_source']}")
 
@@ -88,20 +69,14 @@ for m in metas:
 # the data the curves were trained on, the schedule and the precision, read from the runs' metadata.
 
 # %%
-runs = resnet.load_runs(SHOWN)
-studies = resnet.by_study(runs)
-for study, study_runs in studies.items():
-    print(f"{SHOWN}/{study}/:", ", ".join(r.meta["name"] for r in study_runs))
+runs = resnet.load_runs(study.shown)
+for name, study_runs in resnet.by_study(runs).items():
+    print(f"{study.shown}/{name}/:", ", ".join(r.meta["name"] for r in study_runs))
     print("  trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in study_runs})))
-print("" if studies else f"no finished runs in {SHOWN}/ yet")
+print("" if runs else f"no finished runs in {study.shown}/ yet")
 
 # %%
-figures = resnet.plot_studies(runs, None if QUICK else "assets")
-
-# %%
-if QUICK:  # the quick runs, drawn the same way (not saved)
-    quick_figure = resnet.plot_figure6(resnet.load_runs(RESULTS), note="quick mode: 30 iterations on 1,000 images",
-                                      ylim=(0, 100))
+figures = resnet.plot_studies(runs, study.assets)
 
 # %% [markdown]
 # ## The error table
@@ -112,12 +87,6 @@ if QUICK:  # the quick runs, drawn the same way (not saved)
 
 # %%
 print(resnet.format_table(resnet.error_table(runs, peers=True)))
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-# The quick runs' numbers: real, but float sums on another CPU may round differently, so not compared.
-if QUICK:
-    print(resnet.format_table(resnet.error_table(resnet.load_runs(RESULTS))))
 
 # %% [markdown]
 # ## Against the paper
@@ -148,8 +117,6 @@ print("\n".join(resnet.findings(runs)))
 
 # %%
 fig7_study, fig7_runs = resnet.figure7_runs(runs)
-if QUICK:  # the tiny quick runs, on their 500 test images
-    fig7_runs += [r.path for r in resnet.load_runs(RESULTS)]
 if fig7_runs:
-    stds, note = resnet.response_stds(fig7_runs, data=DATA or None, device=base.device)
-    figure7 = resnet.plot_figure7(stds, None if QUICK else f"assets/figure7-{fig7_study}.png", note=note)
+    stds, note = resnet.response_stds(fig7_runs, device=study.device)
+    figure7 = resnet.plot_figure7(stds, study.figure7_path(fig7_study), note=note)

@@ -10,6 +10,7 @@ from .models import CifarNet, build_model, capture_responses, count_parameters, 
 from .results import ResultsError, by_study, load_runs
 from .runfolder import RunConflict, RunLocked
 from .runs import LoadedRun, evaluate_run, find_run, load_run, pretrained
+from .study import Study, study_from_environment
 from .sweeps import sweep
 from .trainer import TrainingDiverged, evaluate, learning_rate, train
 
@@ -33,6 +34,6 @@ __all__ = [
     "CLASSES", "Cifar10", "DataError", "DeviceData", "crop_flip", "load_cifar10", "random_crop_flip", "to_device",
     "CifarNet", "build_model", "capture_responses", "count_parameters", "from_peer_checkpoint",
     "ResultsError", "by_study", "load_runs",
-    "RunConflict", "RunLocked", "LoadedRun", "evaluate_run", "find_run", "load_run", "pretrained", "sweep",
+    "Study", "study_from_environment", "RunConflict", "RunLocked", "LoadedRun", "evaluate_run", "find_run", "load_run", "pretrained", "sweep",
     "TrainingDiverged", "evaluate", "learning_rate", "train", *(n for names in _LAZY.values() for n in names),
 ]

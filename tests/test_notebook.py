@@ -1,15 +1,14 @@
-"""main.ipynb: its text twin is in sync, its full mode sweeps the paper's study, and over a finished study it
-trains nothing and redraws the figure and tables.
+"""main.ipynb: its text twin is in sync, it takes its settings from resnet.study_from_environment (tested here
+in every mode, the notebook having no branches of its own), and over a finished study its calls train nothing
+and redraw the figure and tables.
 
-The notebook's outputs are checked by nbval (see the Makefile); these tests cover what nbval cannot see.
+The notebook's outputs are checked by nbval in quick mode (see the Makefile); these tests cover what nbval cannot.
 """
 import dataclasses
 import os
 from pathlib import Path
 
 import jupytext
-import pytest
-
 import resnet
 from resnet.compare import paper_protocol
 
@@ -30,100 +29,84 @@ def test_notebook_is_paired_with_its_percent_script():
         "main.py and main.ipynb differ: run `make sync` (jupytext --sync main.ipynb) after editing either")
 
 
-def code_cells() -> list[str]:
-    return [cell.source for cell in jupytext.read(NOTEBOOK).cells if cell.cell_type == "code"]
+def test_the_notebook_holds_no_mode_branches_and_reads_its_settings_from_the_library():
+    import ast
+
+    code = "\n".join(cell.source for cell in jupytext.read(NOTEBOOK).cells if cell.cell_type == "code")
+    tree = ast.parse(code)
+    assert not [node for node in ast.walk(tree) if isinstance(node, ast.If) and "quick" in ast.unparse(node.test)]
+    assert "os.environ" not in ast.unparse(tree) and "study_from_environment()" in code
 
 
-def run_cells(sources: list[str]) -> dict:
-    namespace: dict = {}
-    for source in sources:
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
-    return namespace
+def study(**env):
+    return resnet.study_from_environment({k: v for k, v in env.items() if v is not None})
 
 
-def settings(monkeypatch, quick: bool, results: str | None = None, data: str | None = None, schedule: str | None = None,
-             precision: str | None = None) -> dict:
-    """The namespace left by the notebook's settings cell (its first code cell), run here."""
-    for name, value in (("RESNET_QUICK", "1" if quick else None), ("RESNET_RESULTS", results), ("RESNET_DATA", data),
-                        ("RESNET_SCHEDULE", schedule), ("RESNET_PRECISION", precision)):
-        if value is None:
-            monkeypatch.delenv(name, raising=False)
-        else:
-            monkeypatch.setenv(name, value)
-    return run_cells(code_cells()[:1])
-
-
-def test_full_mode_sweeps_the_papers_ten_networks_into_results(monkeypatch, capsys):
-    ns = settings(monkeypatch, quick=False)
-    assert ns["RESULTS"] == "results"
-    configs = ns["configs"]
-    assert sorted((c.net, c.depth) for c in configs) == sorted(
+def test_full_mode_sweeps_the_papers_ten_networks_into_results():
+    s = study()
+    assert (s.results, s.shown, s.quick, s.assets, s.parallel) == ("results", "results", False, "assets", 1)
+    assert sorted((c.net, c.depth) for c in s.configs) == sorted(
         (net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))
     paper = resnet.TrainConfig()
-    for config in configs:
-        # Only the network differs from the library's defaults, which are the paper's protocol; data "" is
-        # RESNET_DATA when set, else the official download.
-        assert config.data == ""
-        assert dataclasses.replace(config, net=paper.net, depth=paper.depth, data=paper.data) == paper
+    for config in s.configs:
+        # Only the network differs from the library's defaults, which are the paper's protocol; without
+        # RESNET_DATA, the official download.
+        assert config.data == "official" and config.device == "auto"
+        assert dataclasses.replace(config, net=paper.net, depth=paper.depth, data=paper.data, device=paper.device) == paper
         assert paper_protocol(dataclasses.asdict(config))
-    assert "10 runs of 64000 iterations, batch 128, fp32, into results/official-full-fp32/" in capsys.readouterr().out
+    assert s.describe() == "10 runs of 64000 iterations, batch 128, fp32, into results/official-full-fp32/"
+    assert s.figure7_path("official-full-fp32") == "assets/figure7-official-full-fp32.png"
 
 
-def test_a_short_bf16_study_is_offered_and_lands_in_its_own_folder(monkeypatch, capsys):
-    ns = settings(monkeypatch, quick=False, data=str(JPEG_ARCHIVE), schedule="1/8", precision="bf16")
-    assert {c.study for c in ns["configs"]} == {"cifar10-jpeg-1of8-bf16"}
-    assert all(c.total_iterations == 8000 and c.lr_milestones == (4000, 6000) for c in ns["configs"])
-    assert "10 runs of 8000 iterations, batch 128, bf16, into results/cifar10-jpeg-1of8-bf16/" in capsys.readouterr().out
+def test_a_short_bf16_study_is_offered_and_lands_in_its_own_folder():
+    s = study(RESNET_DATA=str(JPEG_ARCHIVE), RESNET_SCHEDULE="1/8", RESNET_PRECISION="bf16", RESNET_PARALLEL="4")
+    assert {c.study for c in s.configs} == {"cifar10-jpeg-1of8-bf16"} and s.parallel == 4
+    assert all(c.total_iterations == 8000 and c.lr_milestones == (4000, 6000) for c in s.configs)
+    assert s.describe() == "10 runs of 8000 iterations, batch 128, bf16, into results/cifar10-jpeg-1of8-bf16/"
 
 
-def test_results_can_move(monkeypatch):
-    ns = settings(monkeypatch, quick=False, results="elsewhere")
-    assert ns["RESULTS"] == ns["SHOWN"] == "elsewhere"
+def test_results_can_move():
+    s = study(RESNET_RESULTS="elsewhere")
+    assert s.results == s.shown == "elsewhere"
 
 
-def test_quick_mode_trains_into_a_temporary_folder_never_results(monkeypatch):
-    ns = settings(monkeypatch, quick=True)
+def test_quick_mode_trains_into_a_temporary_folder_and_never_writes_results_or_assets():
+    s = study(RESNET_QUICK="1", RESNET_DATA=str(JPEG_ARCHIVE))
     try:
-        assert Path(ns["RESULTS"]).resolve() != (ROOT / "results").resolve()
-        assert ns["SHOWN"] == "results"
-        assert all(c.device == "cpu" and c.iterations < 100 for c in ns["configs"])
+        assert Path(s.results).resolve() != (ROOT / "results").resolve() and s.shown == "results"
+        assert s.assets is None and s.figure7_path("cifar10-jpeg-full-bf16") is None
+        assert all(c.device == "cpu" and c.iterations < 100 and c.train_subset == 1000 for c in s.configs)
+        assert s.describe() == "2 runs of 30 iterations, batch 32, fp32, into a temporary folder (quick mode)"
     finally:
-        os.rmdir(ns["RESULTS"])
+        os.rmdir(s.results)
 
 
-def test_full_mode_over_a_finished_study_trains_nothing_and_redraws_figure6_and_the_tables(
-        monkeypatch, tmp_path, capsys):
+def test_over_a_finished_study_the_notebooks_calls_train_nothing_and_redraw_figure6_and_the_tables(tmp_path):
     # A complete study of fixture runs (made-up curves, random weights) with the paper's exact settings.
-    study = tmp_path / "results"
-    configs = settings(monkeypatch, quick=False, results=str(study), data=str(JPEG_ARCHIVE))["configs"]
-    for i, config in enumerate(configs):
-        fake_run(study, 6.0 + i / 2, config=config)
-    stamps = {p: p.stat().st_mtime_ns for p in study.glob("*/*/*")}
-    monkeypatch.chdir(tmp_path)  # full mode saves its figures to assets/
-
-    cells = code_cells()
-    figure7 = next(i for i, source in enumerate(cells) if "response_stds" in source)  # tested in test_results
-    run_cells(cells[:figure7])
-
-    assert {p: p.stat().st_mtime_ns for p in study.glob("*/*/*")} == stamps  # nothing trained or rewritten
+    s = study(RESNET_RESULTS=str(tmp_path / "results"), RESNET_DATA=str(JPEG_ARCHIVE))
+    for i, config in enumerate(s.configs):
+        fake_run(s.results, 6.0 + i / 2, config=config)
+    stamps = {p: p.stat().st_mtime_ns for p in Path(s.results).glob("*/*/*")}
+    assert resnet.format_cost(resnet.estimate_cost(s.configs, s.results)) == "nothing left to train"
+    metas = resnet.sweep(s.configs, s.results, parallel=s.parallel, progress=False)
+    assert [m["status"] for m in metas] == ["finished"] * 10
+    assert {p: p.stat().st_mtime_ns for p in Path(s.results).glob("*/*/*")} == stamps  # nothing trained or rewritten
+    runs = resnet.load_runs(s.shown)
+    resnet.plot_studies(runs, tmp_path / "assets")
     assert (tmp_path / "assets" / "figure6-cifar10-jpeg-full-fp32.png").stat().st_size > 0
-    out = capsys.readouterr().out
-    assert "nothing left to train" in out  # the cost estimate times nothing
-    assert f"{study}/cifar10-jpeg-full-fp32/: plain110-seed0, plain20-seed0" in out
-    assert out.count(": finished, 64000 iterations, data: fixture") == 10
+    table = resnet.format_table(resnet.error_table(runs, peers=True))
     for label, paper in (("plain-56", "13.20~"), ("ResNet-110", "6.43")):
-        assert any(label in line and paper in line for line in out.splitlines()), (label, out)
-    assert "deeper" in out  # the comparison with the paper's claims
+        assert any(label in line and paper in line for line in table.splitlines()), (label, table)
+    assert any("deeper" in line for line in resnet.findings(runs))  # the comparison with the paper's claims
 
 
-def test_a_fresh_official_data_study_never_collides_with_the_committed_runs(monkeypatch):
+def test_a_fresh_official_data_study_never_collides_with_the_committed_runs():
     # `make study` on a machine with a network: the default settings (official data, the paper's schedule, fp32)
     # against the committed results/ of this repository. Nothing committed is in its way, and nothing is reused.
     from resnet.runfolder import finished_meta
 
-    ns = settings(monkeypatch, quick=False)
     committed = ROOT / "results"
-    for config in ns["configs"]:
+    for config in study().configs:
         assert config.study == "official-full-fp32"
         assert finished_meta(config, committed) is None  # no RunConflict, no committed run taken for this one
         assert not config.run_dir(committed).exists()

@@ -1,0 +1,66 @@
+"""The notebook's study, from the environment: which runs to sweep, where they land, what is drawn.
+
+``main.ipynb`` holds no logic of its own: it calls ``study_from_environment()`` and passes what it returns to the
+library, so every cell runs the same code in the full study and in CI's quick mode, and this is where the two
+differ (and where they are tested).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+
+NETWORKS = tuple((net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))  # Figure 6's ten
+
+
+@dataclass(frozen=True)
+class Study:
+    configs: tuple[TrainConfig, ...]  # the runs to sweep, in order
+    results: str  # where the sweep trains
+    shown: str  # every study below it is drawn: the committed ones and yours
+    quick: bool  # CI's mode: tiny real runs on a data subset, on the CPU, into a temporary folder
+    parallel: int = 1  # runs at once (separate processes), to fill one GPU with small networks
+
+    @property
+    def data(self) -> str:
+        return self.configs[0].data
+
+    @property
+    def device(self) -> str:
+        return self.configs[0].device
+
+    @property
+    def assets(self) -> str | None:
+        """Where figures are saved: assets/, except in quick mode (which must not rewrite the committed ones)."""
+        return None if self.quick else "assets"
+
+    def figure7_path(self, study: str | None) -> str | None:
+        return None if self.quick or study is None else f"{self.assets}/figure7-{study}.png"
+
+    def describe(self) -> str:
+        c = self.configs[0]
+        where = "into a temporary folder (quick mode)" if self.quick else f"into {self.results}/{c.study}/"
+        return f"{len(self.configs)} runs of {c.total_iterations} iterations, batch {c.batch_size}, {c.precision}, {where}"
+
+
+def study_from_environment(environ=None) -> Study:
+    """The study the environment asks for: RESNET_DATA ('' = official CIFAR-10, downloaded), RESNET_SCHEDULE
+    ('1': the paper's 64k iterations; '1/8': 8k, milestones scaled alike), RESNET_PRECISION ('fp32' or 'bf16'),
+    RESNET_RESULTS (default 'results'), RESNET_PARALLEL, RESNET_QUICK=1 (CI). The ten networks of Figure 6, seed 0,
+    the paper's protocol otherwise."""
+    env = os.environ if environ is None else environ
+    base = TrainConfig(data=env.get("RESNET_DATA") or "official", schedule=env.get("RESNET_SCHEDULE", "1"),
+                       precision=env.get("RESNET_PRECISION", "fp32"), device="auto")
+    shown = env.get("RESNET_RESULTS", "results")
+    quick = env.get("RESNET_QUICK") == "1"
+    networks, results = NETWORKS, shown
+    if quick:  # two depth-8 networks, 30 iterations on 1,000 images, on the CPU, never into results/
+        networks, results = (("plain", 8), ("resnet", 8)), tempfile.mkdtemp(prefix="resnet-quick-")
+        base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
+                                   checkpoint_every=10, train_subset=1000, test_subset=500, device="cpu")
+    configs = tuple(dataclasses.replace(base, net=n, depth=d) for n, d in networks)
+    return Study(configs, str(Path(results)), shown, quick, int(env.get("RESNET_PARALLEL", "1")))
