@@ -29,7 +29,7 @@ import torch
 
 from resnet import TrainConfig, sweep, train
 from resnet.cost import time_network
-from resnet.data import BatchSampler, device_data, random_crop_flip
+from resnet.batches import BatchSampler, device_data, random_crop_flip
 from resnet.results import read_csv
 from resnet.steps import make_step, memory_format
 from resnet.trainer import build, evaluate, learning_rate, resolve_device

@@ -5,7 +5,8 @@ figures (matplotlib) are imported on first use, so loading a model (torch.hub) n
 """
 from .config import TrainConfig
 from .cost import estimate_cost, format_cost
-from .data import CLASSES, Cifar10, DataError, DeviceData, crop_flip, load_cifar10, random_crop_flip, to_device
+from .batches import DeviceData, crop_flip, random_crop_flip, to_device
+from .data import CLASSES, Cifar10, DataError, load_cifar10
 from .models import CifarNet, build_model, capture_responses, count_parameters, from_peer_checkpoint
 from .results import ResultsError, by_study, load_runs
 from .runfolder import RunConflict, RunLocked

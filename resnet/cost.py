@@ -17,7 +17,7 @@ import torch
 
 from . import results
 from .config import TrainConfig
-from .data import BatchSampler, device_data, random_crop_flip
+from .batches import BatchSampler, device_data, random_crop_flip
 from .steps import make_step, memory_format
 from .trainer import build, evaluate, resolve_device
 

@@ -11,7 +11,7 @@ import torch
 
 from . import results
 from .config import TrainConfig, network_name
-from .data import DeviceData, device_data
+from .batches import DeviceData, device_data
 from .models import CifarNet, build_model
 from .trainer import evaluate, resolve_device
 

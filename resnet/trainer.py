@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, provenance, results
+from .batches import BatchSampler, DeviceData, device_data, random_crop_flip
 from .checkpoint import Progress
-from .config import TrainConfig
-from .data import BatchSampler, DeviceData, device_data, random_crop_flip, resolve_source
+from .config import TrainConfig, resolve_source
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
 from .runfolder import finished_meta, run_lock

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks import gpu_check
 from resnet import TrainConfig
-from resnet.data import device_data
+from resnet.batches import device_data
 
 from .conftest import JPEG_ARCHIVE
 

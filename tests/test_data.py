@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from resnet import DataError, crop_flip, load_cifar10, random_crop_flip, to_device
-from resnet.data import CLASSES, PAD, BatchSampler, balanced_subset, validation_split
+from resnet.batches import PAD, BatchSampler, balanced_subset, validation_split
+from resnet.data import CLASSES
 
 from .conftest import random_images, write_official, write_tree
 
