@@ -47,3 +47,24 @@ def test_the_graphed_step_trains_exactly_as_the_eager_step(small_data, precision
     # recorded once per lr after its eager start: the warm-up's 0.01, then 0.1, 0.01, 0.001 at the milestones
     assert recorded == pytest.approx([0.01, 0.1, 0.01, 0.001])
     assert eager[1][-1][1] < eager[1][0][1]  # and it learns: fewer errors in the last window than in the first
+
+
+def test_the_recorded_region_never_reads_a_value_back_to_the_host(small_data, monkeypatch):
+    # A CUDA graph cannot record a host synchronisation (.item(), .tolist(), a tensor in an `if`, a copy to the
+    # CPU): here every such read raises while the graphed step runs its recorded region, as it would during capture.
+    cfg = TrainConfig(depth=8, batch_size=32, device="cpu", cuda_graph=True, precision="bf16")
+    model, optimizer = build(cfg, torch.device("cpu"))
+    update = make_step(cfg, model, optimizer, torch.zeros(2, dtype=torch.float64))
+    x, y = random_crop_flip(small_data.train_x[:32], torch.Generator().manual_seed(0)).contiguous(), small_data.train_y[:32]
+    for _ in range(GraphedStep.eager):
+        update(x, y, 0.1)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("a host synchronisation inside the recorded region")
+
+    for name in ("item", "tolist", "__bool__", "numpy", "cpu", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    update._update()  # the region a graph records
+    update(x, y, 0.01)  # and a call that records again (a new lr) and replays
+    monkeypatch.undo()
+    assert update.calls == GraphedStep.eager + 1
