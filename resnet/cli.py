@@ -60,10 +60,21 @@ def main(argv=None) -> int:
     p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110])
     p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--parallel", type=int, default=1, help="runs at once, as separate processes (default: 1)")
+    p.add_argument("--parallel", type=int, default=1, help=(
+        "runs at once, as separate processes (default: 1); with several GPUs visible, per GPU"))
     p.add_argument("--results", default="results", help="results folder (default: results)")
     _add_limit_flags(p, "each run ")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    jobs = p.add_argument_group("as jobs, through submitit (one job per run; requeued runs resume from their checkpoints)")
+    jobs.add_argument("--launcher", choices=("local", "slurm"), help="submit each run as a job: Slurm, or local processes")
+    jobs.add_argument("--partition", help="Slurm partition")
+    jobs.add_argument("--account", help="Slurm account")
+    jobs.add_argument("--gpus-per-job", type=int, default=1, help="(default: 1)")
+    jobs.add_argument("--cpus-per-job", type=int, default=4, help="(default: 4)")
+    jobs.add_argument("--timeout-min", type=int, default=240, help="a job's wall time; it is requeued past it (default: 240)")
+    jobs.add_argument("--max-running", type=int, help="jobs running at once (a Slurm array's parallelism)")
+    jobs.add_argument("--jobs-folder", help="job logs (default: <results>/jobs)")
+    jobs.add_argument("--no-wait", action="store_true", help="submit and return (Slurm); run the sweep again to see what is done")
 
     p = sub.add_parser("evaluate", help="test error of saved weights")
     p.add_argument("runs", nargs="+", help="run folders, e.g. results/resnet20-seed0")
@@ -119,8 +130,20 @@ def _run(args) -> int:
         from .sweeps import sweep
 
         configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
-        metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at, time_limit=args.time_limit,
-                      progress=not args.quiet)
+        if args.launcher:
+            from .launch import submit, wait
+
+            jobs = submit(configs, args.results, launcher=args.launcher, folder=args.jobs_folder,
+                          timeout_min=args.timeout_min, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                          partition=args.partition, account=args.account, max_running=args.max_running)
+            print(f"{len(jobs)} jobs submitted ({args.launcher}): {' '.join(str(j.job_id) for j in jobs)}; logs in "
+                  f"{args.jobs_folder or Path(args.results) / 'jobs'}")
+            if args.no_wait:
+                return 0
+            metas = wait(jobs)
+        else:
+            metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at,
+                          time_limit=args.time_limit, progress=not args.quiet)
         for meta in metas:
             print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}, "
                   f"final test error {meta['final_test_error']}")
