@@ -75,12 +75,37 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
         if finished:
             figure = Path(assets) / f"figure6-{study}.png"
             table = error_table(finished).drop(columns=["schedule", "iterations", "precision", "data"])
+            lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
             parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
-                         + "\n".join(f"- {line.strip()}" for line in findings(finished)[1:]))
+                         + "\n".join(f"- {line}" for line in lines))
         progress = _in_progress(runs)
         if progress:
             parts.append("In progress:\n\n" + "\n".join(progress))
     return "\n\n".join(parts)
+
+
+def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
+    """For runs of the paper's protocol on a stand-in for the official images: what the peer's network, trained on
+    the official images, scores on the same stand-in's test images (benchmarks/peer_on_jpeg.md), for scale."""
+    import re
+
+    from .compare import paper_protocol
+
+    measured = {}
+    for line in peer_markdown(benchmarks).splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        depth = re.search(r"resnet(\d+)", cells[0]) if len(cells) == 3 else None
+        if depth:
+            measured[int(depth.group(1))] = cells
+    lines = []
+    for run in runs:
+        c = run.config
+        if run.meta["data_source"] != "official" and c["net"] == "resnet" and paper_protocol(c) and c["depth"] in measured:
+            name, reported, jpeg = measured[c["depth"]]
+            lines.append(f"for scale: the peer's ResNet-{c['depth']} ({name}), trained on the official images "
+                         f"({reported}% reported), scores {jpeg}% on these {run.meta['data_source']} test images "
+                         f"(benchmarks/peer_on_jpeg.md)")
+    return sorted(set(lines))
 
 
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:

@@ -313,6 +313,13 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
             "12.55%, training error 10.55% at iteration 8,000") in short
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
     assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
+    assert "for scale" not in text  # fixture data is no stand-in with a peer measurement
+    (tmp_path / "peer-benchmarks").mkdir()
+    (tmp_path / "peer-benchmarks" / "peer_on_jpeg.md").write_text(
+        "# Peer\n\n| weights | reported | measured |\n|---|---|---|\n| akamaster-resnet56.th | 6.61 | 16.80 |\n")
+    with_peers = results_markdown(fixture_results, "assets", tmp_path / "peer-benchmarks")
+    assert with_peers.count("- for scale: the peer's ResNet-56 (akamaster-resnet56.th), trained on the official images "
+                            "(6.61% reported), scores 16.80% on these fixture test images") == 1  # the full study only
     readme = tmp_path / "README.md"
     peers_start, peers_end = markers("peers")
     readme.write_text(f"intro\n{peers_start}\nold\n{peers_end}\n{START}\nold\n{END}\noutro\n")
