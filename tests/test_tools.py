@@ -60,3 +60,12 @@ def test_a_gpu_round_imports_what_it_carries_trains_and_exports_in_parts(tmp_pat
     from resnet.transfer import import_study
 
     assert import_study(parts[0], tmp_path / "home") == {done.name: "added", todo[1].name: "added"}
+
+
+def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
+    from resnet.provenance import git_commit
+
+    monkeypatch.setenv("RESNET_GIT_COMMIT", "abc123")
+    assert git_commit() == "abc123"
+    monkeypatch.delenv("RESNET_GIT_COMMIT")
+    assert git_commit() != "abc123"

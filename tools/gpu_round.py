@@ -1,6 +1,6 @@
 """One round of a GPU session: bring the study in, train what it lacks within a time limit, send it all back.
 
-    python3 tools/gpu_round.py --data .gpu/cifar10-jpeg.tar.gz --out $OUT [--minutes 8.5] [--parallel 10] [--cuda-graph]
+    python3 tools/gpu_round.py --data .gpu/data/cifar10-jpeg.tar.gz --out $OUT [--minutes 8.5] [--parallel 10] [--cuda-graph]
 
 For the lent GPU machine (no network, no pip, 10 minutes a command, files back only through $OUT, gone after
 30 s idle), where every command must leave nothing behind but what $OUT returns. A round:
