@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     print(env, flush=True)
     checks = run_checks(base, tiny_data, device)
     rows = speed(base, data, networks, args.iterations)
-    together = [concurrent(base, networks, 4 if args.smoke else 2 * args.iterations, g) for g in (False, True)]
+    together = [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
