@@ -8,7 +8,8 @@
    and restored; bf16 predicts as fp32 does; a parallel sweep on a cold data cache trains every run.
 2. Speed, per network: the eager fp32 step and the graphed step (each timed in its steady state, with any wait of
    the host for the device an error), the evaluation, and the projected time of each network at the paper's
-   schedule; then all networks at once (one process each; steady state read from their logs).
+   schedule; then all networks at once (one process each; steady state read from their logs); then, for three
+   networks, 1, 2, 4, 8 copies at once beside what `sweep --parallel auto` chooses for each.
 3. The device, driver, torch, CUDA and cuDNN versions, and whether MPS is running.
 Writes <out>/gpu_check.md and <out>/gpu_check.json.
 """
@@ -29,6 +30,7 @@ import torch
 
 from resnet import TrainConfig, sweep, train
 from resnet.cost import time_network
+from resnet.placement import measure_runs_per_gpu, most_runs_per_gpu
 from resnet.batches import BatchSampler, device_data, random_crop_flip
 from resnet.results import read_csv
 from resnet.steps import make_step, memory_format
@@ -212,24 +214,51 @@ def _timed(cfg: TrainConfig, data, iterations: int) -> tuple[float, float, str]:
 
 
 def concurrent(base: TrainConfig, networks: list[tuple[str, int]], iterations: int, cuda_graph: bool) -> dict:
-    """All ``networks`` at once, one process each: each one's steady-state seconds per step (from its log, past
-    its first evaluation, so process start and data loading are left out), and the projected wall time of the
-    set at the paper's schedule were they to keep that pace (the slowest decides; once the others finish it
-    speeds up, so this is an upper bound)."""
-    every = max(1, iterations // 4)
-    configs = [dataclasses.replace(base, net=n, depth=d, iterations=iterations, milestones=(), warmup=False,
-                                   eval_every=every, checkpoint_every=every * 1000, cuda_graph=cuda_graph)
-               for n, d in networks]
-    with tempfile.TemporaryDirectory() as d:
-        sweep(configs, d, parallel=len(configs), progress=False)
-        per_step = {}
-        for c in configs:
-            log = read_csv(c.run_dir(d) / "log.csv")
-            first, last = log.iloc[0], log.iloc[-1]
-            per_step[f"{c.net}-{c.depth}"] = (last["elapsed_s"] - first["elapsed_s"]) / (last["iteration"] - first["iteration"])
+    """All ``networks`` at once, one process each: each one's steady-state seconds per step, and the projected
+    wall time of the set at the paper's schedule were they to keep that pace (the slowest decides; once the
+    others finish it speeds up, so this is an upper bound)."""
+    configs = [dataclasses.replace(base, net=n, depth=d, cuda_graph=cuda_graph) for n, d in networks]
+    per_step = {f"{c.net}-{c.depth}": s for c, s in zip(configs, _side_by_side(configs, iterations))}
     slowest = max(per_step.values())
     return {"cuda_graph": cuda_graph, "runs at once": len(configs), "s / step each": per_step,
             "projected minutes (upper bound, evaluations not included)": PAPER.total_iterations * slowest / 60}
+
+
+def _side_by_side(configs: list[TrainConfig], iterations: int) -> list[float]:
+    """Each config's steady-state seconds per step when all run at once, one process each (from its log, past
+    its first evaluation, so process start and data loading are left out)."""
+    every = max(1, iterations // 4)
+    configs = [dataclasses.replace(c, iterations=iterations, milestones=(), warmup=False, eval_every=every,
+                                   checkpoint_every=every * 1000) for c in configs]
+    with tempfile.TemporaryDirectory() as d:
+        sweep(configs, d, parallel=len(configs), progress=False)
+        per_step = []
+        for c in configs:
+            log = read_csv(c.run_dir(d) / "log.csv")
+            first, last = log.iloc[0], log.iloc[-1]
+            per_step.append((last["elapsed_s"] - first["elapsed_s"]) / (last["iteration"] - first["iteration"]))
+    return per_step
+
+
+def runs_at_once(base: TrainConfig, networks: list[tuple[str, int]], iterations: int, counts=(1, 2, 4, 8)) -> list[dict]:
+    """Per network: what ``sweep --parallel auto`` chooses (from steps at larger batches, in this process), beside
+    the throughput measured with 1, 2, 4, 8 copies of it training at once in separate processes, relative to
+    one alone: the check of the rule's proxy."""
+    device = str(base.device)
+    chosen = measure_runs_per_gpu([dataclasses.replace(base, net=n, depth=d) for n, d in networks],
+                                  most_runs_per_gpu(1), device="cuda" if device.startswith("cuda") else device)
+    rows = []
+    for net, depth in networks:
+        row = {"network": f"{net}-{depth}", "auto chooses": chosen[(net, depth)]}
+        alone = None
+        for k in counts:
+            copies = [dataclasses.replace(base, net=net, depth=depth, seed=s) for s in range(k)]
+            throughput = k / max(_side_by_side(copies, iterations))
+            alone = alone or throughput
+            row[f"{k} at once"] = f"{throughput / alone:.2f}x"
+        rows.append(row)
+        print(row, flush=True)
+    return rows
 
 
 def gpu_facts(device: torch.device) -> dict:
@@ -268,10 +297,13 @@ def main(argv=None) -> int:
     checks = run_checks(base, tiny_data, device)
     rows = speed(base, data, networks, args.iterations)
     together = [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
+    proxy = runs_at_once(base, networks[:1] if args.smoke else [("resnet", 20), ("resnet", 56), ("resnet", 110)],
+                         4 if args.smoke else args.iterations // 2, (1, 2) if args.smoke else (1, 2, 4, 8))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"environment": env, "smoke": args.smoke, "checks": checks, "speed": rows, "concurrent": together}
+    summary = {"environment": env, "smoke": args.smoke, "checks": checks, "speed": rows, "concurrent": together,
+               "runs at once": proxy}
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=1) + "\n")
     failed = [c["check"] for c in checks if c["result"] != "passed"]
     lines = [f"# CUDA check{' — SMOKE MODE: tiny networks on ' + device.type + ', no meaningful timings' if args.smoke else ''}",
@@ -287,6 +319,10 @@ def main(argv=None) -> int:
         lines.append(f"- {'graphed' if t['cuda_graph'] else 'eager'}: {t['runs at once']} runs, projected at most "
                      f"{t['projected minutes (upper bound, evaluations not included)']:.0f} min "
                      f"(slowest step {1e3 * max(t['s / step each'].values()):.1f} ms)")
+    lines += ["", "## Runs at once: `sweep --parallel auto`'s choice, and throughput measured with copies side by side",
+              "", "Throughput of k copies of a network, one process each, relative to one alone (eager, "
+              f"{base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
+              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy)]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
     return 1 if failed else 0

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig
+from .placement import parse_runs_at_once
 
 SWEPT = ("net", "depth", "seed")  # given as lists to `sweep`
 
@@ -36,6 +37,13 @@ def _config(args, **override) -> TrainConfig:
     return TrainConfig(**{**values, **override})
 
 
+def _runs_at_once(text: str) -> int | str:
+    try:
+        return parse_runs_at_once(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _add_limit_flags(parser: argparse.ArgumentParser, each: str = ""):
     parser.add_argument("--stop-at", type=int, help=f"{each}stop at the first checkpoint at or past this iteration (resumable)")
     parser.add_argument("--time-limit", type=float, help=(
@@ -60,8 +68,9 @@ def main(argv=None) -> int:
     p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110])
     p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--parallel", type=int, default=1, help=(
-        "runs at once, as separate processes (default: 1); with several GPUs visible, per GPU"))
+    p.add_argument("--parallel", type=_runs_at_once, default="auto", help=(
+        "runs at once, as separate processes; with several GPUs visible, per GPU (default: auto: one at a time "
+        "without CUDA; on CUDA, per network as many as a few timed steps at larger batches say the GPU has room for)"))
     p.add_argument("--results", default="results", help="results folder (default: results)")
     _add_limit_flags(p, "each run ")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

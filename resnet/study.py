@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
+from .placement import parse_runs_at_once
 
 NETWORKS = tuple((net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))  # Figure 6's ten
 
@@ -23,7 +24,7 @@ class Study:
     results: str  # where the sweep trains
     shown: str  # every study below it is drawn: the committed ones and yours
     quick: bool  # CI's mode: tiny real runs on a data subset, on the CPU, into a temporary folder
-    parallel: int = 1  # runs at once (separate processes), to fill one GPU with small networks
+    parallel: int | str = "auto"  # runs at once (separate processes); auto: measured on CUDA, 1 without
 
     @property
     def data(self) -> str:
@@ -50,8 +51,8 @@ class Study:
 def study_from_environment(environ=None) -> Study:
     """The study the environment asks for: RESNET_DATA ('' = official CIFAR-10, downloaded), RESNET_SCHEDULE
     ('1': the paper's 64k iterations; '1/8': 8k, milestones scaled alike), RESNET_PRECISION ('fp32' or 'bf16'),
-    RESNET_RESULTS (default 'results'), RESNET_PARALLEL, RESNET_QUICK=1 (CI). The ten networks of Figure 6, seed 0,
-    the paper's protocol otherwise."""
+    RESNET_RESULTS (default 'results'), RESNET_PARALLEL ('auto' or a number), RESNET_QUICK=1 (CI). The ten
+    networks of Figure 6, seed 0, the paper's protocol otherwise."""
     env = os.environ if environ is None else environ
     base = TrainConfig(data=env.get("RESNET_DATA") or "official", schedule=env.get("RESNET_SCHEDULE", "1"),
                        precision=env.get("RESNET_PRECISION", "fp32"), device="auto")
@@ -63,4 +64,4 @@ def study_from_environment(environ=None) -> Study:
         base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
                                    checkpoint_every=10, train_subset=1000, test_subset=500, device="cpu")
     configs = tuple(dataclasses.replace(base, net=n, depth=d) for n, d in networks)
-    return Study(configs, str(Path(results)), shown, quick, int(env.get("RESNET_PARALLEL", "1")))
+    return Study(configs, str(Path(results)), shown, quick, parse_runs_at_once(env.get("RESNET_PARALLEL", "auto")))

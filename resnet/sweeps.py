@@ -12,19 +12,21 @@ from pathlib import Path
 from . import results
 from .config import TrainConfig, resolve_source
 from .data import load_cifar10
+from .placement import measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
 from .runfolder import finished_meta
 from .trainer import train
 
 LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
 
 
-def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int = 1,
+def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int | str = "auto",
           stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> list[dict]:
     """Train, in the order given, every config not yet finished in ``results_dir``, and return their metadata.
 
-    ``parallel`` > 1 runs that many at once, each in its own process (which ends if this one is killed); with
-    several GPUs visible, that many per GPU, each process seeing one GPU (``gpu_slots``). A process's output goes
-    to ``train.log`` in its run folder.
+    ``parallel`` N > 1 runs N at once, each in its own process (which ends if this one is killed); with several
+    GPUs visible, N per GPU, each process seeing one GPU. 'auto' (the default): one at a time without CUDA; on
+    CUDA, per network as many at once as ``placement.measure_runs_per_gpu`` finds the GPU has room for. A
+    process's output goes to ``train.log`` in its run folder.
     ``stop_at`` stops each run at that iteration (see ``train``). ``time_limit`` (seconds) covers the whole sweep:
     each run stops at a checkpoint before it, and runs not reached are not started (nor returned); the next
     call resumes where this one stopped.
@@ -32,31 +34,33 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     keys = [(c.study, c.name) for c in configs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"duplicate runs in the sweep: {sorted({'/'.join(k) for k in keys if keys.count(k) > 1})}")
+    if parallel != "auto" and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
+        raise ValueError(f"parallel must be 'auto' or a whole number of runs at once, 1 or more, not {parallel!r}")
     # Every conflict with the results folder is reported before anything trains.
     pending = [c for c in configs if finished_meta(c, results_dir) is None]
     deadline = None if time_limit is None else time.perf_counter() + time_limit
     gpus = visible_gpus() if any(c.device in ("auto", "cuda") for c in pending) else 0
-    if parallel <= 1 and gpus <= 1:
+    if gpus <= 1 and (parallel == 1 or (parallel == "auto" and gpus == 0)):
         return _serial(configs, pending, results_dir, stop_at, deadline, progress)
     for source in {resolve_source(c.data) for c in pending}:
         load_cifar10(source)  # decoded once, here: processes starting on a cold cache would each decode it
-    started = _parallel(pending, results_dir, gpu_slots(gpus, max(1, parallel)), stop_at, deadline)
+    shares = _shares(pending, parallel, gpus, progress)
+    if gpus <= 1 and min(shares, default=1) == 1:  # measured: no room for a second run on the one GPU
+        return _serial(configs, pending, results_dir, stop_at, deadline, progress)
+    started = _parallel(pending, shares, results_dir, gpus, stop_at, deadline)
     return [results.read_meta(c.run_dir(results_dir) / results.META_FILE) for c in configs
             if c in started or c not in pending]
 
 
-def visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def gpu_slots(gpus: int, per_gpu: int) -> list[int | None]:
-    """The places a parallel sweep runs in: ``per_gpu`` on each of ``gpus`` GPUs (by index), filled across the
-    GPUs first; or ``per_gpu`` places on the one device there is (None: no GPU is assigned) when gpus <= 1."""
-    if gpus <= 1:
-        return [None] * per_gpu
-    return [gpu for _ in range(per_gpu) for gpu in range(gpus)]
+def _shares(pending: list[TrainConfig], parallel: int | str, gpus: int, progress: bool) -> list[float]:
+    """Each pending run's share of its device: 1/parallel, or (auto) 1/k for a network k of which fit at once."""
+    if parallel != "auto":
+        return [1 / parallel] * len(pending)
+    on_gpu = [c for c in pending if c.device in ("auto", "cuda")]
+    per_gpu = measure_runs_per_gpu(on_gpu, most_runs_per_gpu(gpus)) if on_gpu else {}
+    if progress:
+        print("runs at once per GPU, measured: " + ", ".join(f"{n}-{d}: {k}" for (n, d), k in per_gpu.items()))
+    return [1 / per_gpu.get((c.net, c.depth), 1) for c in pending]
 
 
 def _time_left(deadline: float | None) -> float | None:
@@ -75,21 +79,23 @@ def _serial(configs, pending, results_dir, stop_at, deadline, progress) -> list[
     return metas
 
 
-def _parallel(pending: list[TrainConfig], results_dir, slots: list[int | None], stop_at, deadline) -> list[TrainConfig]:
-    """Run ``pending`` in the free ``slots``, each in a child process given its settings (as in run.json) and,
-    where its slot names one, one GPU; return the configs started. The children are stopped if this call ends
-    early (an error, Ctrl-C) and end by themselves if this process is killed."""
+def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus: int, stop_at,
+              deadline) -> list[TrainConfig]:
+    """Run ``pending`` in order, each taking its share of a device (``placement.place``; GPUs by index when more
+    than one is visible), each in a child process given its settings (as in run.json) and, where it has one, its
+    GPU alone; return the configs started. The children are stopped if this call ends early (an error, Ctrl-C)
+    and end by themselves if this process is killed."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    pending, free, running, started, failed = list(pending), list(slots), [], [], []
-    per_device = len(slots) // len(set(slots))
+    queue, loads, running, started, failed = list(zip(pending, shares)), [0.0] * max(1, gpus), [], [], []
     try:
-        while (pending and not _out_of_time(deadline)) or running:
-            while pending and free and not _out_of_time(deadline):
-                c, slot = pending.pop(0), free.pop(0)
-                gpu = {} if slot is None or c.device not in ("auto", "cuda") else {"CUDA_VISIBLE_DEVICES": str(slot)}
+        while (queue and not _out_of_time(deadline)) or running:
+            while queue and not _out_of_time(deadline) and (device := place(loads, queue[0][1])) is not None:
+                c, share = queue.pop(0)
+                loads[device] += share
+                gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
                 job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": per_device}
+                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": round(1 / share)}
                 c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
                 with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:
                     child = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
@@ -97,17 +103,18 @@ def _parallel(pending: list[TrainConfig], results_dir, slots: list[int | None], 
                                              env=env | gpu, text=True)
                 child.stdin.write(json.dumps(job))
                 child.stdin.close()
-                running.append((c, child, slot))
+                running.append((c, child, device, share))
                 started.append(c)
             time.sleep(0.5)
-            for c, p, slot in list(running):
+            for run in list(running):
+                c, p, device, share = run
                 if p.poll() is not None:
-                    running.remove((c, p, slot))
-                    free.append(slot)
+                    running.remove(run)
+                    loads[device] -= share
                     if p.returncode:
                         failed.append(f"{c.name} (see {c.run_dir(results_dir) / LOG_FILE})")
     finally:
-        for _, p, _ in running:  # only when leaving early: every child has ended otherwise
+        for _, p, _, _ in running:  # only when leaving early: every child has ended otherwise
             p.terminate()
             p.wait()
     if failed:

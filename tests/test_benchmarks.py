@@ -23,6 +23,7 @@ def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
     md = (tmp_path / "gpu_check.md").read_text()
     assert "SMOKE MODE" in md and "## Checks: all passed" in md and md.count("| passed |") == 6
     assert "| resnet-8 | fp32 |" in md and "All at once" in md
+    assert "`sweep --parallel auto`'s choice" in md and "| plain-8 | " in md.split("## Runs at once")[1]
     import json
 
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -36,6 +37,7 @@ def test_gpu_check_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
         raise AssertionError("a resumed run differs from an uninterrupted one")
 
     monkeypatch.setattr(gpu_check, "check_resume", broken)
+    monkeypatch.setattr(gpu_check, "runs_at_once", lambda *a: [])
     monkeypatch.setattr(gpu_check, "concurrent", lambda *a: {"cuda_graph": a[-1], "runs at once": 0, "s / step each": {"-": 0.0},
                                                             "projected minutes (upper bound, evaluations not included)": 0.0})
     assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 1

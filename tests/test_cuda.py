@@ -48,3 +48,11 @@ def test_no_host_device_sync_between_evaluations(cuda_data):
 
     for cuda_graph in (False, True):
         time_network(dataclasses.replace(BASE, cuda_graph=cuda_graph), cuda_data, 20, sync_check=True)
+
+
+def test_auto_gives_every_network_between_one_and_the_most_places_on_the_gpu():
+    from resnet.placement import measure_runs_per_gpu
+
+    configs = [dataclasses.replace(BASE, net=n) for n in ("plain", "resnet")]
+    choice = measure_runs_per_gpu(configs, most=4, iterations=3)
+    assert set(choice) == {("plain", 8), ("resnet", 8)} and all(1 <= k <= 4 for k in choice.values())

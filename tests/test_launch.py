@@ -1,22 +1,98 @@
 """Scaling out: where a parallel sweep puts its runs on several GPUs, and sweeps as submitit jobs (its local
 executor here: real processes, the same code path as Slurm's but for the scheduler)."""
+import dataclasses
 import time
 
 import pytest
 
 from resnet import train
 from resnet.launch import submit, wait
-from resnet.sweeps import gpu_slots
+from resnet.placement import parse_runs_at_once, place, runs_per_gpu
 
 from .conftest import tiny_config
 
 
-@pytest.mark.parametrize("gpus, per_gpu, slots", [
-    (0, 1, [None]), (0, 3, [None] * 3), (1, 4, [None] * 4),  # one device: nothing to assign
-    (2, 1, [0, 1]), (2, 3, [0, 1, 0, 1, 0, 1]), (8, 2, [*range(8), *range(8)]),  # across the GPUs first
+def order_placed(gpus: int, shares: list[float]) -> list[int | None]:
+    """Where runs of these shares start, in order, none ending meanwhile (None: no room left)."""
+    loads, where = [0.0] * max(1, gpus), []
+    for share in shares:
+        where.append(place(loads, share))
+        if where[-1] is not None:
+            loads[where[-1]] += share
+    return where
+
+
+@pytest.mark.parametrize("gpus, shares, where", [
+    (0, [1 / 3] * 4, [0, 0, 0, None]), (1, [1 / 4] * 4, [0] * 4),  # one device
+    (2, [1.0] * 3, [0, 1, None]), (2, [1 / 3] * 6, [0, 1, 0, 1, 0, 1]), (8, [1 / 2] * 16, [*range(8), *range(8)]),
+    (1, [1 / 8, 1 / 8, 1 / 2, 1 / 2], [0, 0, 0, None]),  # small networks several at once, a large one with fewer
+    (2, [1 / 2, 1.0, 1 / 2], [0, 1, 0]),  # across the GPUs first: the least loaded with room
 ])
-def test_a_parallel_sweep_fills_every_gpu_before_doubling_up(gpus, per_gpu, slots):
-    assert gpu_slots(gpus, per_gpu) == slots
+def test_a_parallel_sweep_fills_every_gpu_before_doubling_up(gpus, shares, where):
+    assert order_placed(gpus, shares) == where
+
+
+@pytest.mark.parametrize("seconds, most, runs", [
+    ({1: 1.0, 2: 1.0, 4: 1.0, 8: 1.0}, 8, 8),  # launch-bound: eight batches cost what one does
+    ({1: 1.0, 2: 1.0, 4: 1.0, 8: 1.0}, 3, 2),  # ... but only as many runs as there are cores (measured: 1, 2)
+    ({1: 1.0, 2: 2.0, 4: 4.0, 8: 8.0}, 8, 1),  # compute-bound: a second run only halves the first's speed
+    ({1: 1.0, 2: 1.1, 4: 1.5, 8: 2.9}, 8, 4),  # 4 reach 2.67 of 2.76 per second (97%): 8 would slow each run
+    ({1: 1.0, 2: 1.2, 4: 2.4}, 8, 2),  # the batch of 8 did not fit in memory
+    ({1: 1.0}, 1, 1),
+])
+def test_runs_per_gpu_are_the_fewest_that_reach_nine_tenths_of_the_best_throughput(seconds, most, runs):
+    assert runs_per_gpu(seconds, most) == runs
+
+
+@pytest.mark.parametrize("text, value", [("auto", "auto"), ("1", 1), ("4", 4)])
+def test_runs_at_once_are_auto_or_a_whole_number(text, value):
+    assert parse_runs_at_once(text) == value
+
+
+@pytest.mark.parametrize("text", ["0", "-2", "2.5", "all", ""])
+def test_other_runs_at_once_are_refused_by_name(text):
+    with pytest.raises(ValueError, match="runs at once: expected 'auto' or a whole number"):
+        parse_runs_at_once(text)
+
+
+def test_auto_measures_each_network_once_and_sweeps_small_networks_side_by_side(tmp_path, monkeypatch):
+    import resnet.sweeps
+
+    measured, placed = [], {}
+    monkeypatch.setattr(resnet.sweeps, "visible_gpus", lambda: 1)
+    monkeypatch.setattr(resnet.sweeps, "measure_runs_per_gpu",
+                        lambda configs, most: measured.append([c.name for c in configs]) or {("plain", 8): 4, ("resnet", 8): 2})
+    monkeypatch.setattr(resnet.sweeps, "_parallel", lambda pending, shares, *a: placed.update(zip([c.name for c in pending], shares)) or [])
+    configs = [tiny_config(net=n, seed=s, device="auto") for n in ("plain", "resnet") for s in (0, 1)]
+    resnet.sweeps.sweep(configs, tmp_path, progress=False)
+    assert measured == [[c.name for c in configs]]
+    assert placed == {"plain8-seed0": 1 / 4, "plain8-seed1": 1 / 4, "resnet8-seed0": 1 / 2, "resnet8-seed1": 1 / 2}
+
+
+def test_auto_without_cuda_trains_one_run_at_a_time_as_before(tmp_path, monkeypatch):
+    import resnet.sweeps
+
+    monkeypatch.setattr(resnet.sweeps, "visible_gpus", lambda: 0)
+    monkeypatch.setattr(resnet.sweeps, "measure_runs_per_gpu", lambda *a: pytest.fail("measured without a GPU"))
+    monkeypatch.setattr(resnet.sweeps, "_parallel", lambda *a: pytest.fail("processes without a GPU"))
+    serial = []
+    monkeypatch.setattr(resnet.sweeps, "_serial", lambda configs, pending, *a: serial.append(len(pending)) or [])
+    resnet.sweeps.sweep([tiny_config(seed=s, device="auto") for s in (0, 1)], tmp_path, progress=False)
+    assert serial == [2]
+
+
+def test_the_measurement_times_every_batch_multiple_on_the_cpu(small_data, monkeypatch):
+    import resnet.cost
+    import resnet.placement
+
+    timed = []
+    real = resnet.cost.time_network
+    monkeypatch.setattr(resnet.cost, "time_network", lambda cfg, data, it: timed.append((cfg.net, cfg.batch_size)) or real(cfg, data, it))
+    cfg = tiny_config(batch_size=8)
+    choice = resnet.placement.measure_runs_per_gpu([cfg, dataclasses.replace(cfg, seed=1), dataclasses.replace(cfg, net="plain")],
+                                                   most=4, iterations=2, device="cpu")
+    assert set(choice) == {("resnet", 8), ("plain", 8)} and all(1 <= k <= 4 for k in choice.values())
+    assert timed == [(net, b) for net in ("resnet", "plain") for b in (8, 16, 32)]
 
 
 def test_each_run_of_a_parallel_sweep_sees_its_own_gpu_and_a_failure_names_its_log(tmp_path, monkeypatch):
@@ -36,11 +112,11 @@ def test_each_run_of_a_parallel_sweep_sees_its_own_gpu_and_a_failure_names_its_l
     monkeypatch.setattr(resnet.sweeps.subprocess, "Popen", FakeChild)
     configs = [tiny_config(seed=s, device="auto") for s in range(5)]
     with pytest.raises(RuntimeError, match=r"runs failed: resnet8-seed2 \(see .*resnet8-seed2/train.log\); the others ran"):
-        resnet.sweeps._parallel(configs, tmp_path, gpu_slots(2, 1), None, None)
+        resnet.sweeps._parallel(configs, [1.0] * 5, tmp_path, 2, None, None)
     assert [c.gpu for c in started] == ["0", "1", "0", "1", "0"]
     cpu_only = [tiny_config(seed=s, device="cpu") for s in range(2)]
     started.clear()
-    resnet.sweeps._parallel(cpu_only, tmp_path, gpu_slots(2, 1), None, None)
+    resnet.sweeps._parallel(cpu_only, [1.0] * 2, tmp_path, 2, None, None)
     assert [c.gpu for c in started] == [None, None]  # a run asked for the CPU is given no GPU
 
 
@@ -71,3 +147,16 @@ def test_a_job_stopped_part_way_resumes_on_resubmission_to_the_uninterrupted_res
     resumed = wait([again])[0]
     uninterrupted = train(cfg, tmp_path / "whole", data=small_data, progress=False)
     assert resumed["status"] == "finished" and resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+
+
+def test_a_bad_parallel_is_refused_by_the_command_line_and_the_library(tmp_path, capsys):
+    from resnet import sweep
+    from resnet.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["sweep", "--parallel", "0", "--results", str(tmp_path)])
+    assert "--parallel: runs at once: expected 'auto' or a whole number, 1 or more, not '0'" in capsys.readouterr().err
+    for bad in (0, 2.0, True, "4"):
+        with pytest.raises(ValueError, match="parallel must be 'auto' or a whole number"):
+            sweep([tiny_config()], tmp_path, parallel=bad)
+    assert not any(tmp_path.iterdir())

@@ -44,7 +44,7 @@ def study(**env):
 
 def test_full_mode_sweeps_the_papers_ten_networks_into_results():
     s = study()
-    assert (s.results, s.shown, s.quick, s.assets, s.parallel) == ("results", "results", False, "assets", 1)
+    assert (s.results, s.shown, s.quick, s.assets, s.parallel) == ("results", "results", False, "assets", "auto")
     assert sorted((c.net, c.depth) for c in s.configs) == sorted(
         (net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))
     paper = resnet.TrainConfig()

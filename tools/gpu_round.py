@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from resnet import TrainConfig, sweep  # noqa: E402
+from resnet.placement import parse_runs_at_once  # noqa: E402
 from resnet.transfer import export_study, import_study  # noqa: E402
 
 
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--results", default=".gpu/results", help="where the study lives on the GPU machine")
     p.add_argument("--carry", default=".gpu/carry", help="archives returned by earlier rounds, carried in again")
     p.add_argument("--minutes", type=float, default=8.5, help="training time of this round (the command's limit is 10)")
-    p.add_argument("--parallel", type=int, default=10, help="runs at once (default: 10)")
+    p.add_argument("--parallel", type=parse_runs_at_once, default=10, help=(
+        "runs at once (default: 10, the whole study side by side within the round; 'auto': sweep's measured choice)"))
     p.add_argument("--cuda-graph", action="store_true", help="the graphed step (once gpu_check has passed)")
     p.add_argument("--part-mb", type=float, default=15.0)
     args = p.parse_args(argv)
