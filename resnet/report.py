@@ -108,6 +108,49 @@ def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
     return sorted(set(lines))
 
 
+QUESTIONS = (  # the README's first questions, and why one is open while it is
+    ("Does plain-56 train worse than plain-20 (the degradation problem)?",
+     "no study has finished both plain-20 and plain-56"),
+    ("Do deeper ResNets do better?", "no study has finished two ResNet depths"),
+    ("How far is ResNet-20 from the paper's 8.75%?", "no ResNet-20 of the paper's protocol (its full schedule) has finished"))
+
+
+def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path = "benchmarks") -> str:
+    """The three questions a reader of a reproduction asks first, each answered from the finished runs of every
+    study (final test errors, mean over seeds) or marked as not measured yet."""
+    from .compare import PAPER_TEST_ERROR, comparable, paper_protocol
+
+    finished = [r for r in load_runs(results_dir) if comparable(r.config)]
+    degradation, deeper, resnet20 = answers = [], [], []
+    for study, runs in by_study(finished).items():
+        label = study_label(runs[0].config)
+        errors: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        for r in runs:
+            errors.setdefault((r.config["net"], r.config["depth"]), []).append(
+                (r.meta["final_test_error"], r.meta["final_train_error"]))
+        mean = {k: tuple(sum(v) / len(v) for v in zip(*pairs)) for k, pairs in errors.items()}
+        if ("plain", 20) in mean and ("plain", 56) in mean:
+            (t20, tr20), (t56, tr56) = mean[("plain", 20)], mean[("plain", 56)]
+            verdict = "yes" if tr56 > tr20 and t56 > t20 else "no" if tr56 <= tr20 and t56 <= t20 else "in part"
+            degradation.append(f"{verdict}, in {label}: training error {tr20:.2f}% (plain-20) and {tr56:.2f}% "
+                               f"(plain-56), test error {t20:.2f}% and {t56:.2f}%")
+        depths = sorted(d for n, d in mean if n == "resnet" and d != 1202)
+        if len(depths) >= 2:
+            tests = [mean[("resnet", d)][0] for d in depths]
+            verdict = "yes" if all(a > b for a, b in zip(tests, tests[1:])) else "not at every step"
+            deeper.append(f"{verdict}, in {label}: test error " + ", ".join(
+                f"{t:.2f}% (ResNet-{d})" for d, t in zip(depths, tests)))
+        for r in runs:
+            if (r.config["net"], r.config["depth"]) == ("resnet", 20) and paper_protocol(r.config):
+                gap = r.meta["final_test_error"] - PAPER_TEST_ERROR[("resnet", 20)]
+                resnet20.append(f"{gap:+.2f} points, in {label} (seed {r.config['seed']}): "
+                                f"{r.meta['final_test_error']:.2f}% on the {r.meta['data_source']} test images")
+    resnet20 += [line.replace("for scale: ", "for scale, ") for line in _beside_peers(
+        [r for r in finished if r.meta["data_source"] != "official" and r.config["depth"] == 20], benchmarks)]
+    return "\n".join(f"- **{question}** " + ("; ".join(a) if a else f"not measured yet: {why}") + "."
+                     for (question, why), a in zip(QUESTIONS, answers))
+
+
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
     """The peer's weights on the JPEG test set: the table measured by benchmarks/peer_on_jpeg.py."""
     path = Path(benchmarks) / "peer_on_jpeg.md"
@@ -124,7 +167,8 @@ def markers(section: str) -> tuple[str, str]:
 def sections(results_dir: str | Path = "results", assets: str | Path = "assets",
              benchmarks: str | Path = "benchmarks") -> dict[str, str]:
     """Every generated section of the README, by name."""
-    return {"peers": peer_markdown(benchmarks), "results": results_markdown(results_dir, assets, benchmarks)}
+    return {"summary": summary_markdown(results_dir, benchmarks), "peers": peer_markdown(benchmarks),
+            "results": results_markdown(results_dir, assets, benchmarks)}
 
 
 def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "results",

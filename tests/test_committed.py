@@ -32,7 +32,7 @@ def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir)
     assert abs(report["test_error"] - meta["final_test_error"]) <= tolerance, report
 
 
-@pytest.mark.parametrize("name", ["results", "peers"])
+@pytest.mark.parametrize("name", ["summary", "results", "peers"])
 def test_the_readmes_numbers_are_generated_from_the_committed_runs_and_measurements(name):
     from resnet.report import markers, sections
 

@@ -297,7 +297,7 @@ def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
 
 
 def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):
-    from resnet.report import END, START, markers, results_markdown, update_readme
+    from resnet.report import END, START, markers, results_markdown, summary_markdown, update_readme
 
     fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
     running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
@@ -322,14 +322,17 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
                             "(6.61% reported), scores 16.80% on these fixture test images") == 1  # the full study only
     readme = tmp_path / "README.md"
     peers_start, peers_end = markers("peers")
-    readme.write_text(f"intro\n{peers_start}\nold\n{peers_end}\n{START}\nold\n{END}\noutro\n")
+    summary_start, summary_end = markers("summary")
+    readme.write_text(f"intro\n{summary_start}\n{summary_end}\n{peers_start}\nold\n{peers_end}\n{START}\nold\n{END}\noutro\n")
     no_cost = tmp_path / "no-benchmarks"
     assert update_readme(readme, fixture_results, "assets", no_cost)
     assert not update_readme(readme, fixture_results, "assets", no_cost)
     peers = "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
-    assert readme.read_text() == f"intro\n{peers_start}\n{peers}\n{peers_end}\n{START}\n{text}\n{END}\noutro\n"
+    summary = summary_markdown(fixture_results, no_cost)
+    assert readme.read_text() == (f"intro\n{summary_start}\n{summary}\n{summary_end}\n{peers_start}\n{peers}\n"
+                                  f"{peers_end}\n{START}\n{text}\n{END}\noutro\n")
     readme.write_text(f"intro\n{START}\nold\n{END}\n")
-    with pytest.raises(ValueError, match="the markers '<!-- peers:start"):
+    with pytest.raises(ValueError, match="the markers '<!-- summary:start"):
         update_readme(readme, fixture_results, "assets", no_cost)
 
 
@@ -355,3 +358,25 @@ def test_a_recorded_final_error_that_is_not_the_logs_is_refused(fixture_results)
     path.write_text(json.dumps(meta))
     with pytest.raises(ResultsError, match="final_test_error 1.0 is not the last test error of log.csv"):
         load_runs(fixture_results)
+
+
+def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_they_are_open(fixture_results, tmp_path):
+    from resnet.report import summary_markdown
+
+    empty = summary_markdown(tmp_path / "none", tmp_path / "no-benchmarks").splitlines()
+    assert [line.split("** ")[1] for line in empty] == [
+        "not measured yet: no study has finished both plain-20 and plain-56.",
+        "not measured yet: no study has finished two ResNet depths.",
+        "not measured yet: no ResNet-20 of the paper's protocol (its full schedule) has finished."]
+    full = "data fixture, paper's schedule (64,000 iterations), fp32"
+    fake_run(fixture_results, 13.0, net="plain", depth=20, schedule="1/8")  # a short study: plain-56 trains better
+    fake_run(fixture_results, 12.0, net="plain", depth=56, schedule="1/8")
+    fake_run(fixture_results, 12.0, net="resnet", depth=20, schedule="1/8")  # not the paper's protocol: no gap
+    lines = summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()
+    assert lines[0] == (
+        "- **Does plain-56 train worse than plain-20 (the degradation problem)?** "
+        "no, in data fixture, 1/8 schedule (8,000 iterations), fp32: training error 11.55% (plain-20) and 10.55% "
+        f"(plain-56), test error 13.55% and 12.55%; yes, in {full}: training error 7.55% (plain-20) and 11.55% "
+        "(plain-56), test error 9.55% and 13.55%.")
+    assert lines[1] == f"- **Do deeper ResNets do better?** yes, in {full}: test error 9.05% (ResNet-20), 7.75% (ResNet-56)."
+    assert lines[2] == f"- **How far is ResNet-20 from the paper's 8.75%?** +0.30 points, in {full} (seed 0): 9.05% on the fixture test images."
