@@ -1,6 +1,10 @@
 """Scaling out: where a parallel sweep puts its runs on several GPUs, and sweeps as submitit jobs (its local
 executor here: real processes, the same code path as Slurm's but for the scheduler)."""
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +13,7 @@ from resnet import train
 from resnet.launch import submit, wait
 from resnet.placement import parse_runs_at_once, place, runs_per_gpu
 
-from .conftest import tiny_config
+from .conftest import ROOT, tiny_config
 
 
 def order_placed(gpus: int, shares: list[float]) -> list[int | None]:
@@ -160,3 +164,73 @@ def test_a_bad_parallel_is_refused_by_the_command_line_and_the_library(tmp_path,
         with pytest.raises(ValueError, match="parallel must be 'auto' or a whole number"):
             sweep([tiny_config()], tmp_path, parallel=bad)
     assert not any(tmp_path.iterdir())
+
+
+# --- Slurm, without a cluster: sbatch, srun and scontrol stand-ins on PATH, and each task started as Slurm
+# starts it (submitit's own entry point, in Slurm's environment). What is left untested is Slurm itself.
+
+FAKE_SLURM = {
+    "sbatch": 'cp "$1" "$(dirname "$0")/submitted.sh"; echo "Submitted batch job 4242"',
+    "srun": "exit 0",
+    "scontrol": 'echo "$@" >> "$(dirname "$0")/scontrol.calls"',
+}
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "slurm-bin"
+    bin_dir.mkdir()
+    for name, body in FAKE_SLURM.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return bin_dir
+
+
+def slurm_task(job, task: int | None = None) -> subprocess.Popen:
+    """Job ``job`` (task ``task`` of its array) started as Slurm starts it on a node."""
+    array = {} if task is None else {"SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_ID": str(task)}
+    env = {**os.environ, **array, "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": str(4242 + (task or 0)),
+           "SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_NODEID": "0", "SLURM_LOCALID": "0",
+           "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "localhost", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-u", "-m", "submitit.core._submit", str(job.paths.folder)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_slurm_sweep_is_one_array_with_the_flags_given_and_its_tasks_train_the_runs(tmp_path, fake_slurm, small_data):
+    configs = [tiny_config(net=net, iterations=20, milestones=(10, 15)) for net in ("plain", "resnet")]
+    jobs = submit(configs, tmp_path / "results", launcher="slurm", partition="gpu", account="lab", timeout_min=90,
+                  gpus_per_job=1, cpus_per_job=6, max_running=1)
+    assert [j.job_id for j in jobs] == ["4242_0", "4242_1"]
+    script = (fake_slurm / "submitted.sh").read_text()
+    for line in ("--array=0-1%1", "--partition=gpu", "--account=lab", "--time=90", "--gpus-per-node=1",
+                 "--cpus-per-task=6", "--signal=USR2@", f"--output={tmp_path / 'results' / 'jobs'}/"):
+        assert f"#SBATCH {line}" in script, line
+    for task, job in enumerate(jobs):
+        out = slurm_task(job, task).communicate()[0]
+        assert f"job_id=4242_{task}" in out, out
+    metas = wait(jobs)
+    assert [m["status"] for m in metas] == ["finished", "finished"]
+    here = train(configs[1], tmp_path / "here", data=small_data, progress=False)
+    assert metas[1]["weights_sha256"] == here["weights_sha256"]
+
+
+def test_a_slurm_job_at_its_wall_time_requeues_itself_and_resumes_to_the_uninterrupted_result(tmp_path, fake_slurm,
+                                                                                           small_data):
+    cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20)
+    results = tmp_path / "results"
+    # a 1-minute wall time: submitit counts any signal as the wall time's (a preemption needs no checkpointing)
+    [job] = submit([cfg], results, launcher="slurm", timeout_min=1)
+    task = slurm_task(job)
+    checkpoint, end = cfg.run_dir(results) / "checkpoint.pt", time.monotonic() + 120
+    while not checkpoint.exists() and task.poll() is None and time.monotonic() < end:
+        time.sleep(0.1)
+    task.send_signal(signal.SIGUSR2)  # what Slurm sends shortly before a job's wall time (and a preemption)
+    out = task.communicate()[0]
+    assert "this job is timed-out" in out and "Requeued job 4242" in out, out
+    assert (fake_slurm / "scontrol.calls").read_text().split() == ["requeue", "4242"]
+    assert '"status": "running"' in (cfg.run_dir(results) / "run.json").read_text()
+    assert slurm_task(job).wait() == 0  # the requeued job starts again, as the same job
+    resumed = wait([job])[0]
+    uninterrupted = train(cfg, tmp_path / "whole", data=small_data, progress=False)
+    assert resumed["status"] == "finished" and resumed["weights_sha256"] == uninterrupted["weights_sha256"]
