@@ -43,7 +43,7 @@ def plot_figure6(runs: list[Run], path: str | Path | None = None, note: str = ""
     panels = [(net, [d for n, d in curves if n == net and in_trend(n, d)]) for net in ("plain", "resnet")]
     if ("resnet", 1202) in curves:
         panels.append(("resnet", [d for d in (110, 1202) if ("resnet", d) in curves]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharex=True, sharey=True, squeeze=False)
     for ax, (net, depths) in zip(axes[0], panels):
         _draw_curves(ax, [(curves[(net, d)], DEPTH_COLORS.get(d, f"C{i}")) for i, d in enumerate(sorted(depths))],
                      ylim, empty=f"no finished {net} runs")

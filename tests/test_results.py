@@ -67,6 +67,13 @@ def test_figure6_third_panel_when_resnet1202_exists(fixture_results, tmp_path):
         "ResNet-110", "ResNet-1202"]
 
 
+def test_a_figure6_panel_without_runs_keeps_the_studys_iterations_on_its_x_axis(tmp_path):
+    fake_run(tmp_path, 8.5, net="resnet", depth=20)
+    plain, res = plot_figure6(load_runs(tmp_path)).axes
+    assert [t.get_text() for t in plain.texts] == ["no finished plain runs"]
+    assert plain.get_xlim() == res.get_xlim() and res.get_xlim()[1] > 6.4
+
+
 def test_figure7_from_tiny_models(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(64, 3, 32, 32)
