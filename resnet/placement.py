@@ -81,7 +81,7 @@ def measure_runs_per_gpu(configs: list[TrainConfig], most: int, iterations: int 
         if key in choice:
             continue
         seconds, peak = {}, 0
-        for k in (k for k in BATCH_MULTIPLES if k <= most):
+        for k in (k for k in BATCH_MULTIPLES if k <= most and k * cfg.batch_size <= len(data.train_x)):
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
             try:

@@ -97,6 +97,9 @@ def test_the_measurement_times_every_batch_multiple_on_the_cpu(small_data, monke
                                                    most=4, iterations=2, device="cpu")
     assert set(choice) == {("resnet", 8), ("plain", 8)} and all(1 <= k <= 4 for k in choice.values())
     assert timed == [(net, b) for net in ("resnet", "plain") for b in (8, 16, 32)]
+    timed.clear()  # batches larger than the training images are not timed: 800 of 1,000 is the largest here
+    assert resnet.placement.measure_runs_per_gpu([tiny_config(batch_size=200)], most=8, iterations=1, device="cpu")
+    assert timed == [("resnet", 200), ("resnet", 400), ("resnet", 800)]
 
 
 def test_each_run_of_a_parallel_sweep_sees_its_own_gpu_and_a_failure_names_its_log(tmp_path, monkeypatch):
