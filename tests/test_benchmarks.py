@@ -42,3 +42,30 @@ def test_gpu_check_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
                                                             "projected minutes (upper bound, evaluations not included)": 0.0})
     assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 1
     assert "FAILED: resume" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_graph_accuracy_smoke_resumes_a_pair_carried_back_in_and_compares_it(tmp_path, small_data, capfd):
+    from benchmarks import graph_accuracy
+    from resnet import train
+
+    common = ["--smoke", "--data", str(JPEG_ARCHIVE), "--work", str(tmp_path / "work")]
+    assert graph_accuracy.main([*common, "--out", str(tmp_path / "first"), "--stop-at", "20"]) == 0
+    assert sorted(p.name for p in (tmp_path / "first").iterdir()) == ["graph-accuracy-eager.tar", "graph-accuracy-graphed.tar"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "work")  # the machine is gone: only the archives came back
+    assert graph_accuracy.main([*common, "--out", str(tmp_path / "second"), "--carry", str(tmp_path / "first")]) == 0
+    out = capfd.readouterr().out
+    assert "eager: {'resnet8-seed0': 'added'}" in out and "graphed: {'resnet8-seed0': 'added'}" in out
+    assert out.count("resnet8-seed0: finished at iteration 40") == 2
+    import json
+
+    summary = json.loads((tmp_path / "second" / "graph_accuracy.json").read_text())
+    eager, graphed = summary["runs"]
+    uninterrupted = train(graph_accuracy.pair(str(JPEG_ARCHIVE), "bf16", smoke=True)["eager"], tmp_path / "whole",
+                          data=small_data, progress=False)
+    assert eager["final test error %"] == graphed["final test error %"] == uninterrupted["final_test_error"]
+    # on the CPU no graph is recorded: the two steps are the same code, so the curves are identical
+    assert summary["final difference (graphed - eager, points)"] == 0 and summary["evaluations compared"] == 4
+    assert summary["largest gap between the test-error curves (points)"] == 0
+    assert "SMOKE MODE" in (tmp_path / "second" / "graph_accuracy.md").read_text()

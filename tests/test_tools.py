@@ -49,7 +49,10 @@ def test_a_gpu_round_imports_what_it_carries_trains_and_exports_in_parts(tmp_pat
 
     done = tiny_config(net="plain")
     train(done, tmp_path / "earlier", data=small_data, progress=False)
-    export_study(done.run_dir(tmp_path / "earlier").parent, tmp_path / "carry" / "s.tar")
+    export_study(done.run_dir(tmp_path / "earlier").parent, tmp_path / "carry" / f"{done.study}.tar")
+    other = dataclasses.replace(done, seed=5)  # another tool's archive carried beside it: not imported
+    train(other, tmp_path / "other", data=small_data, progress=False)
+    export_study(other.run_dir(tmp_path / "other").parent, tmp_path / "carry" / "graph-accuracy-eager.tar")
     todo = [done, tiny_config()]
     monkeypatch.setattr(gpu_round, "study_runs", lambda data, cuda_graph: [dataclasses.replace(c, cuda_graph=cuda_graph) for c in todo])
     out = tmp_path / "out"
@@ -60,6 +63,7 @@ def test_a_gpu_round_imports_what_it_carries_trains_and_exports_in_parts(tmp_pat
     from resnet.transfer import import_study
 
     assert import_study(parts[0], tmp_path / "home") == {done.name: "added", todo[1].name: "added"}
+    assert not other.run_dir(tmp_path / "r").exists()
 
 
 def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):

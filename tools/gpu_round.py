@@ -4,7 +4,8 @@
 
 For the lent GPU machine (no network, no pip, 10 minutes a command, files back only through $OUT, gone after
 30 s idle), where every command must leave nothing behind but what $OUT returns. A round:
-  1. imports every study archive in --carry (what earlier rounds returned, carried in again) into --results;
+  1. imports the study's archive from --carry (<study>.tar or its parts: the CPU campaign's finished runs, exported
+     there before the first round, then what each round returned) into --results;
   2. sweeps the study's missing runs (JPEG stand-in, paper's schedule, bf16, on CUDA), in this order: the ten
      networks (plain-110 last: the paper leaves it out of Figure 6, and it costs a fifth of the study), then
      ResNet-110 seeds 1-4; each run stops at a checkpoint before --minutes;
@@ -12,7 +13,8 @@ For the lent GPU machine (no network, no pip, 10 minutes a command, files back o
 Between rounds: a machine kept warm (the next command within 30 s) keeps .gpu/results and the data cache, so carry
 only .gpu/data (the JPEG archive, 19 MB) and never .gpu as a whole (a carried path replaces the one there). Here,
 replace .gpu/carry with each round's returned parts (`rm -rf .gpu/carry; mkdir .gpu/carry; cp <files_at>/* .gpu/carry/`);
-name .gpu/carry in carry only after the machine was lost (the tree travels up to 64 MiB in all). At the end of the
+name .gpu/carry in carry in the first command (the CPU campaign's finished runs) and after the machine was lost
+(the tree travels up to 64 MiB in all). At the end of the
 session bring the study home: `python -m resnet import .gpu/carry/<study>.tar --results results`.
 """
 from __future__ import annotations
@@ -51,17 +53,18 @@ def main(argv=None) -> int:
     p.add_argument("--part-mb", type=float, default=15.0)
     args = p.parse_args(argv)
     start = time.perf_counter()
-    for archive in sorted(Path(args.carry).glob("*.tar")) + sorted(Path(args.carry).glob("*.tar.part000")):
+    configs = study_runs(args.data, args.cuda_graph)
+    study = configs[0].study  # its archives only: others (graph_accuracy's) may be carried beside them
+    for archive in [p for p in (Path(args.carry) / f"{study}.tar", Path(args.carry) / f"{study}.tar.part000") if p.exists()]:
         for run, what in import_study(archive, args.results).items():
             print(f"import {archive.name}: {run}: {what}", flush=True)
-    configs = study_runs(args.data, args.cuda_graph)
     budget = args.minutes * 60 - (time.perf_counter() - start)
     metas = sweep(configs, args.results, parallel=args.parallel, time_limit=budget, progress=False)
     for meta in metas:
         print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}, "
               f"test error {meta['final_test_error']}, {meta['wall_s'] / 60:.1f} min trained", flush=True)
-    study = Path(args.results) / configs[0].study
-    for part in export_study(study, Path(args.out) / f"{study.name}.tar", unfinished=True, part_mb=args.part_mb):
+    for part in export_study(Path(args.results) / study, Path(args.out) / f"{study}.tar", unfinished=True,
+                             part_mb=args.part_mb):
         print(f"exported {part} ({part.stat().st_size / 1e6:.1f} MB)")
     print(f"round done in {(time.perf_counter() - start) / 60:.1f} min; "
           f"{sum(m['status'] == 'finished' for m in metas)} of {len(configs)} runs finished")
