@@ -322,7 +322,7 @@ def main(argv=None) -> int:
     lines += ["", "## Runs at once: `sweep --parallel auto`'s choice, and throughput measured with copies side by side",
               "", "Throughput of k copies of a network, one process each, relative to one alone (eager, "
               f"{base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
-              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy)]
+              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else "(not measured)"]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
     return 1 if failed else 0

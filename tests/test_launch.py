@@ -138,6 +138,16 @@ def test_a_sweep_as_local_jobs_trains_every_run_as_in_process(tmp_path, small_da
 
 
 def test_a_job_stopped_part_way_resumes_on_resubmission_to_the_uninterrupted_result(tmp_path, small_data):
+    # submitit's local cancel is a SIGINT: where this process ignores it (started in the background by a shell),
+    # the jobs would inherit that and never stop; a handler here is reset to the default in each job it starts
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _stop_part_way_and_resume(tmp_path, small_data)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _stop_part_way_and_resume(tmp_path, small_data):
     cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20)
     results = tmp_path / "results"
     [job] = submit([cfg], results, launcher="local", timeout_min=5)
