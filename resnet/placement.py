@@ -44,8 +44,11 @@ def parse_runs_at_once(text: str) -> int | str:
 def runs_per_gpu(step_seconds: dict[int, float], most: int) -> int:
     """From one network's seconds per step at batch multiples k (``{k: seconds}``, k = 1 included): the fewest
     runs at once whose throughput, taken as that of batch k x 128, reaches ENOUGH of the best measured; at most
-    ``most`` and at least 1."""
+    ``most`` and at least 1 (also when nothing was measured: not even one batch fitted in memory, which the run
+    itself will then report)."""
     throughput = {k: k / s for k, s in step_seconds.items() if k <= most}
+    if not throughput:
+        return 1
     best = max(throughput.values())
     return max(1, min(k for k, t in throughput.items() if t >= ENOUGH * best))
 

@@ -43,6 +43,7 @@ def test_a_parallel_sweep_fills_every_gpu_before_doubling_up(gpus, shares, where
     ({1: 1.0, 2: 1.1, 4: 1.5, 8: 2.9}, 8, 4),  # 4 reach 2.67 of 2.76 per second (97%): 8 would slow each run
     ({1: 1.0, 2: 1.2, 4: 2.4}, 8, 2),  # the batch of 8 did not fit in memory
     ({1: 1.0}, 1, 1),
+    ({}, 8, 1),  # not even one batch fitted in memory: the run reports it when it starts
 ])
 def test_runs_per_gpu_are_the_fewest_that_reach_nine_tenths_of_the_best_throughput(seconds, most, runs):
     assert runs_per_gpu(seconds, most) == runs
