@@ -281,6 +281,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of the speed measurements")
     p.add_argument("--iterations", type=int, default=200, help="timed steps per network and step kind")
+    p.add_argument("--quick", action="store_true", help=(
+        "the checks and the per-network speed only, 100 timed steps each (a minute or two): the share of a GPU "
+        "session of 15 minutes (tools/gpu_session.sh); without it the runs-at-once sections follow"))
     p.add_argument("--out", default="benchmarks")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
@@ -289,6 +292,8 @@ def main(argv=None) -> int:
     if args.smoke:
         networks, args.iterations = [("plain", 8), ("resnet", 8)], 3
         base = tiny(base)
+    elif args.quick:
+        args.iterations = min(args.iterations, 100)
     tiny_data = device_data(tiny(base), device)
     data = tiny_data if args.smoke else device_data(base, device)
 
@@ -296,13 +301,15 @@ def main(argv=None) -> int:
     print(env, flush=True)
     checks = run_checks(base, tiny_data, device)
     rows = speed(base, data, networks, args.iterations)
-    together = [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
-    proxy = runs_at_once(base, networks[:1] if args.smoke else [("resnet", 20), ("resnet", 110)],
-                         4 if args.smoke else args.iterations // 2, (1, 2) if args.smoke else (1, 4, 8))
+    together, proxy = [], []
+    if not args.quick:
+        together = [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
+        proxy = runs_at_once(base, networks[:1] if args.smoke else [("resnet", 20), ("resnet", 110)],
+                             4 if args.smoke else args.iterations // 2, (1, 2) if args.smoke else (1, 4, 8))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"environment": env, "smoke": args.smoke, "checks": checks, "speed": rows, "concurrent": together,
+    summary = {"environment": env, "smoke": args.smoke, "quick": args.quick, "checks": checks, "speed": rows, "concurrent": together,
                "runs at once": proxy}
     (out / "gpu_check.json").write_text(json.dumps(summary, indent=1) + "\n")
     failed = [c["check"] for c in checks if c["result"] != "passed"]
@@ -315,6 +322,8 @@ def main(argv=None) -> int:
              f"One run at a time, the {len(rows)} networks take {sum(float(r['paper schedule, eager (min)']) for r in rows):.0f} "
              f"min eager and {sum(float(r['paper schedule, graphed (min)']) for r in rows):.0f} min graphed.", "",
              "## All at once (one process each)", ""]
+    if args.quick:
+        lines.append("(not measured: --quick)")
     for t in together:
         lines.append(f"- {'graphed' if t['cuda_graph'] else 'eager'}: {t['runs at once']} runs, projected at most "
                      f"{t['projected minutes (upper bound, evaluations not included)']:.0f} min "
@@ -322,7 +331,8 @@ def main(argv=None) -> int:
     lines += ["", "## Runs at once: `sweep --parallel auto`'s choice, and throughput measured with copies side by side",
               "", "Throughput of k copies of a network, one process each, relative to one alone (eager, "
               f"{base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
-              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else "(not measured)"]
+              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else
+              f"(not measured{': --quick' if args.quick else ''})"]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
     return 1 if failed else 0

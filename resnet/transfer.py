@@ -13,6 +13,7 @@ import json
 import tarfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 from . import checkpoint, results
 from .config import TrainConfig
@@ -28,13 +29,21 @@ RUNNING_FILES = (CHECKPOINT_FILE, results.CSV_FILE, results.META_FILE)
 
 
 def export_study(study: str | Path, out: str | Path, *, unfinished: bool = False,
-                 part_mb: float | None = None) -> list[Path]:
+                 part_mb: float | None = None, names: Iterable[str] | None = None) -> list[Path]:
     """Pack the runs of the study folder ``study`` into ``out`` (or ``out.part000``, ``out.part001``, ... of at
     most ``part_mb`` MB each) and return the files written. Finished runs always; unfinished ones (their
-    checkpoints) when ``unfinished``. Each run is read under its lock, so none is caught half-written."""
+    checkpoints) when ``unfinished``; only the runs ``names`` when given. Each run is read under its lock, so none
+    is caught half-written."""
     study = Path(study)
     runs, members = {}, {}
-    for meta_path in sorted(study.glob(f"*/{results.META_FILE}")):
+    meta_paths = sorted(study.glob(f"*/{results.META_FILE}"))
+    if names is not None:
+        names = set(names)
+        missing = names - {m.parent.name for m in meta_paths}
+        if missing:
+            raise ValueError(f"{study}: no run {', '.join(sorted(missing))} to export")
+        meta_paths = [m for m in meta_paths if m.parent.name in names]
+    for meta_path in meta_paths:
         run_dir = meta_path.parent
         with run_lock(run_dir):
             meta = results.read_meta(meta_path)

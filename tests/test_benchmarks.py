@@ -30,18 +30,18 @@ def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
     assert summary["smoke"] and {c["check"] for c in summary["checks"]} >= {"resume", "parallel sweep, cold cache"}
 
 
-def test_gpu_check_reports_a_failing_check_and_exits_1(tmp_path, monkeypatch):
+def test_gpu_check_reports_a_failing_check_and_exits_1_and_quick_stops_after_the_speed(tmp_path, monkeypatch):
     from benchmarks import gpu_check
 
     def broken(*args, **kwargs):
         raise AssertionError("a resumed run differs from an uninterrupted one")
 
     monkeypatch.setattr(gpu_check, "check_resume", broken)
-    monkeypatch.setattr(gpu_check, "runs_at_once", lambda *a: [])
-    monkeypatch.setattr(gpu_check, "concurrent", lambda *a: {"cuda_graph": a[-1], "runs at once": 0, "s / step each": {"-": 0.0},
-                                                            "projected minutes (upper bound, evaluations not included)": 0.0})
-    assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 1
-    assert "FAILED: resume" in (tmp_path / "gpu_check.md").read_text()
+    monkeypatch.setattr(gpu_check, "runs_at_once", broken)  # --quick: neither runs
+    monkeypatch.setattr(gpu_check, "concurrent", broken)
+    assert gpu_check.main(["--smoke", "--quick", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)]) == 1
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert "FAILED: resume" in md and "| resnet-8 | fp32 |" in md and md.count("(not measured: --quick)") == 2
 
 
 def test_graph_accuracy_smoke_resumes_a_pair_carried_back_in_and_compares_it(tmp_path, small_data, capfd):

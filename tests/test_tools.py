@@ -1,6 +1,9 @@
 """tools/: the CPU campaign's and the GPU rounds' runs, in their issues' order, and the deadline arithmetic."""
 import datetime as dt
 import importlib.util
+import json
+
+import pytest
 
 from .conftest import ROOT, JPEG_ARCHIVE
 
@@ -30,13 +33,57 @@ def test_the_deadline_is_the_next_such_time_of_day():
     assert cpu_campaign.seconds_until("01:00", dt.datetime(2026, 1, 1, 23, 0)) == 2 * 3600  # tomorrow
 
 
-def test_a_gpu_round_trains_the_ten_with_plain_110_last_then_four_more_resnet_110_seeds():
+def test_a_gpu_round_trains_the_ten_at_one_eighth_then_the_paper_s_ten_with_plain_110_last_then_four_more_seeds():
     configs = gpu_round.study_runs(str(JPEG_ARCHIVE))
-    names = [c.name for c in configs]
-    assert names[:9] == [f"{n}{d}-seed0" for d in (20, 32, 44, 56, 110) for n in ("resnet", "plain")][:9]
-    assert names[9] == "plain110-seed0" and names[10:] == [f"resnet110-seed{s}" for s in (1, 2, 3, 4)]
-    assert {c.study for c in configs} == {"cifar10-jpeg-full-bf16"}  # the CPU campaign's study: side by side
-    assert all(c.device == "cuda" and not c.cuda_graph for c in configs)
+    ten = [f"{n}{d}-seed0" for d in (20, 32, 44, 56, 110) for n in ("resnet", "plain")]
+    ten = ten[:9] + ten[10:] + ten[9:10]  # plain-110 last
+    assert [(c.study, c.name) for c in configs] == (
+        [("cifar10-jpeg-1of8-bf16", n) for n in ten] + [("cifar10-jpeg-full-bf16", n) for n in ten]
+        + [("cifar10-jpeg-full-bf16", f"resnet110-seed{s}") for s in (1, 2, 3, 4)])  # the CPU campaign's studies
+    assert ten[-1] == "plain110-seed0"
+    assert all(c.device == "cuda" and not c.cuda_graph and c.precision == "bf16" for c in configs)
+
+
+def test_a_gpu_round_plans_what_the_transfer_limits_allow_runs_carried_in_first(tmp_path):
+    from .conftest import fake_run
+
+    configs = gpu_round.study_runs(str(JPEG_ARCHIVE))
+    fake_run(tmp_path, 12.0, config=configs[0])  # ResNet-20 at 1/8 finished at home: not trained again
+    names = lambda todo: [f"{c.study.split('-')[2]}/{c.name}" for c in todo]  # noqa: E731
+    todo = gpu_round.plan(configs, tmp_path, set(), carry_mb=30, return_mb=60)
+    assert names(todo)[:9] == [f"1of8/{c.name}" for c in configs[1:10]]  # the 1/8 study whole: its weights are small
+    full = [c for c in todo if c.schedule == "1"]
+    assert sum(gpu_round.returned_mb(c, False) for c in full) <= 30
+    assert sum(gpu_round.returned_mb(c, finished=c.schedule != "1") for c in todo) <= 60
+    assert names(full) == ["full/resnet20-seed0", "full/plain20-seed0", "full/resnet32-seed0", "full/plain32-seed0",
+                           "full/resnet44-seed0"]  # then 60 MB is reached
+    # a ResNet-110 carried in trains on, whatever it costs; the new runs fit around it
+    todo = gpu_round.plan(configs, tmp_path, {("cifar10-jpeg-full-bf16", "resnet110-seed3")}, carry_mb=30, return_mb=60)
+    assert names(todo)[9:] == ["full/resnet20-seed0", "full/plain20-seed0", "full/resnet110-seed3"]  # in its place
+    todo = gpu_round.plan(configs, tmp_path, {("cifar10-jpeg-full-bf16", "resnet110-seed3")}, carry_mb=10, return_mb=60)
+    assert names(todo)[9:] == ["full/resnet110-seed3"]  # over the limit on its own: it trains on all the same
+
+
+def test_a_round_returns_finished_runs_first_and_names_the_unfinished_ones_left_behind(tmp_path, capsys):
+    import dataclasses
+
+    from resnet.results import read_meta, write_meta
+
+    from .conftest import fake_run
+
+    configs = [dataclasses.replace(gpu_round.study_runs(str(JPEG_ARCHIVE))[10], depth=d) for d in (20, 32, 44)]
+    for c, status, mb in zip(configs, ("running", "finished", "running"), (9, 7, 5)):
+        run_dir = fake_run(tmp_path, 10.0, config=c)
+        (run_dir / "weights.pt").write_bytes(b"0" * mb * 10**6)
+        if status == "running":
+            (run_dir / "weights.pt").rename(run_dir / "checkpoint.pt")
+            write_meta(read_meta(run_dir / "run.json") | {"status": "running"}, run_dir / "run.json")
+    kept = gpu_round.runs_to_return(configs, tmp_path, return_mb=17, files=5)
+    assert kept == {configs[0].study: ["resnet32-seed0", "resnet20-seed0"]}  # finished first, then in order
+    assert "LEFT BEHIND" in (out := capsys.readouterr().out) and "resnet44-seed0, unfinished, 5.0 MB" in out
+    # one part of 16 MB: 7 + 9 MB would need two, 7 + 5 fit
+    assert gpu_round.runs_to_return(configs, tmp_path, return_mb=100, files=1) == {
+        configs[0].study: ["resnet32-seed0", "resnet44-seed0"]}
 
 
 def test_a_gpu_round_imports_what_it_carries_trains_and_exports_in_parts(tmp_path, monkeypatch, small_data):
@@ -48,22 +95,27 @@ def test_a_gpu_round_imports_what_it_carries_trains_and_exports_in_parts(tmp_pat
     from .conftest import tiny_config
 
     done = tiny_config(net="plain")
-    train(done, tmp_path / "earlier", data=small_data, progress=False)
-    export_study(done.run_dir(tmp_path / "earlier").parent, tmp_path / "carry" / f"{done.study}.tar")
+    train(done, tmp_path / "earlier", data=small_data, stop_at=20, progress=False)
+    export_study(done.run_dir(tmp_path / "earlier").parent, tmp_path / "carry" / f"{done.study}.tar", unfinished=True)
     other = dataclasses.replace(done, seed=5)  # another tool's archive carried beside it: not imported
     train(other, tmp_path / "other", data=small_data, progress=False)
     export_study(other.run_dir(tmp_path / "other").parent, tmp_path / "carry" / "graph-accuracy-eager.tar")
-    todo = [done, tiny_config()]
+    finished_at_home = tiny_config(seed=7)
+    train(finished_at_home, tmp_path / "home", data=small_data, progress=False)
+    todo = [done, tiny_config(), finished_at_home]
     monkeypatch.setattr(gpu_round, "study_runs", lambda data, cuda_graph: [dataclasses.replace(c, cuda_graph=cuda_graph) for c in todo])
+    monkeypatch.setattr(gpu_round, "PART_MB", 0.2)
     out = tmp_path / "out"
     assert gpu_round.main(["--data", str(JPEG_ARCHIVE), "--out", str(out), "--results", str(tmp_path / "r"),
-                           "--carry", str(tmp_path / "carry"), "--minutes", "5", "--parallel", "1", "--part-mb", "0.2"]) == 0
+                           "--home", str(tmp_path / "home"), "--carry", str(tmp_path / "carry"), "--minutes", "5",
+                           "--parallel", "1", "--files", "20"]) == 0
     parts = sorted(out.iterdir())
     assert len(parts) > 1 and parts[0].name == f"{done.study}.tar.part000"
     from resnet.transfer import import_study
 
-    assert import_study(parts[0], tmp_path / "home") == {done.name: "added", todo[1].name: "added"}
-    assert not other.run_dir(tmp_path / "r").exists()
+    assert import_study(parts[0], tmp_path / "back") == {done.name: "added", todo[1].name: "added"}
+    assert not other.run_dir(tmp_path / "r").exists() and not finished_at_home.run_dir(tmp_path / "r").exists()
+    assert json.loads((done.run_dir(tmp_path / "back") / "run.json").read_text())["status"] == "finished"
 
 
 def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
@@ -73,3 +125,101 @@ def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
     assert git_commit() == "abc123"
     monkeypatch.delenv("RESNET_GIT_COMMIT")
     assert git_commit() != "abc123"
+
+
+gpu_session = _tool("gpu_session")
+
+
+def _git_repo(root):
+    import subprocess
+
+    from resnet import TrainConfig
+
+    from .conftest import fake_run
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, check=True, capture_output=True, text=True).stdout  # noqa: E731
+    root.mkdir(parents=True, exist_ok=True)
+    git("init", "-q")
+    git("config", "user.email", "t@t"), git("config", "user.name", "t")
+    finished = fake_run(root / "results", 10.0, config=TrainConfig(data=str(JPEG_ARCHIVE), precision="bf16", net="plain"))
+    (root / "code.py").write_text("x = 1\n")
+    git("add", "-A"), git("commit", "-qm", "a study")
+    return git, finished
+
+
+def test_committed_weights_are_set_aside_for_the_device_call_and_put_back_as_head_has_them(tmp_path):
+    git, finished = _git_repo(tmp_path)
+    weights = (finished / "weights.pt").read_bytes()
+    travelled = gpu_session.travelling_mb(tmp_path, [])
+    assert gpu_session.set_weights_aside(tmp_path) == [str((finished / "weights.pt").relative_to(tmp_path))]
+    assert "weights.pt" not in git("ls-files", "-co", "--exclude-standard")  # what the device call sends
+    assert (finished / "weights.pt").read_bytes() == weights  # still on disk
+    assert gpu_session.travelling_mb(tmp_path, []) < travelled - len(weights) / 1e6 + 1e-6
+    with pytest.raises(SystemExit, match="already set aside"):
+        gpu_session.set_weights_aside(tmp_path)
+    gpu_session.put_weights_back(tmp_path)
+    assert git("status", "--porcelain") == "" and "weights.pt" in git("ls-files")
+    assert "gpu_session" not in (tmp_path / ".git" / "info" / "exclude").read_text()
+
+
+def test_a_session_is_prepared_here_and_its_returned_runs_come_home(tmp_path, small_data):
+    from resnet import train
+    from resnet.transfer import export_study
+
+    from .conftest import tiny_config
+
+    git, finished = _git_repo(tmp_path / "repo")
+    unfinished = tiny_config(precision="bf16")
+    train(unfinished, tmp_path / "repo" / "results", data=small_data, stop_at=20, progress=False)
+    gpu = tmp_path / "repo" / ".gpu"
+    (tmp_path / "repo" / ".gitignore").write_text(".gpu/\ncheckpoint.pt\ntrain.lock\n")
+    carry = gpu_session.prepare(JPEG_ARCHIVE, tmp_path / "repo" / "results", tmp_path / "repo", gpu)
+    assert carry == [".gpu/data", ".gpu/carry"] and (gpu / "data" / JPEG_ARCHIVE.name).exists()
+    assert [p.name for p in (gpu / "carry").iterdir()] == [f"{unfinished.study}.tar"]  # the unfinished run only
+    assert "weights.pt" not in git("ls-files")
+    # the device trains it to the end and returns it
+    away = tmp_path / "away"
+    gpu_session.import_study(gpu / "carry" / f"{unfinished.study}.tar", away)
+    train(unfinished, away, data=small_data, progress=False)
+    export_study(unfinished.run_dir(away).parent, tmp_path / "files_at" / f"{unfinished.study}.tar")
+    (tmp_path / "files_at" / "gpu_check.md").write_text("# CUDA check\n")
+    (tmp_path / "repo" / "benchmarks").mkdir()
+    outcome = gpu_session.finish(tmp_path / "files_at", JPEG_ARCHIVE, tmp_path / "repo" / "results", tmp_path / "repo")
+    assert outcome == {unfinished.study: {unfinished.name: "updated"}}
+    assert not (unfinished.run_dir(tmp_path / "repo" / "results") / "checkpoint.pt").exists()
+    assert git("diff", "--cached", "--name-only") == "" and "weights.pt" in git("ls-files")  # the index is HEAD's
+    assert (tmp_path / "repo" / "benchmarks" / "gpu_check.md").read_text() == "# CUDA check\n"
+
+
+def test_the_round_uses_the_graphed_step_only_when_every_check_passed_and_it_is_worth_it(tmp_path):
+    path = tmp_path / "gpu_check.json"
+    assert gpu_session.use_graph(path) == (False, "eager: the CUDA check wrote nothing")
+    speed = lambda *ups: [{"speed-up": f"{u:.2f}x"} for u in ups]  # noqa: E731
+    checks = [{"check": "resume", "result": "passed"}, {"check": "generators", "result": "passed"}]
+    path.write_text(json.dumps({"checks": checks, "speed": speed(1.1, 1.5, 2.0)}))
+    assert gpu_session.use_graph(path)[0]
+    path.write_text(json.dumps({"checks": checks, "speed": speed(1.0, 1.1, 2.0)}))
+    assert gpu_session.use_graph(path) == (False, "eager: the graphed step is only 1.10x the eager one (median network)")
+    path.write_text(json.dumps({"checks": checks[:1] + [{"check": "generators", "result": "FAILED"}], "speed": speed(3, 3)}))
+    assert gpu_session.use_graph(path) == (False, "eager: checks failed (generators)")
+
+
+def test_the_device_command_checks_then_trains_for_the_rest_of_its_time(tmp_path, monkeypatch):
+    calls = []
+
+    def check(out, data, seconds, smoke):
+        calls.append(("check", seconds))
+        (out / "gpu_check.json").write_text(json.dumps({"checks": [], "speed": [{"speed-up": "1.50x"}]}))
+        return 0
+
+    monkeypatch.setattr(gpu_session, "facts", lambda: None)
+    monkeypatch.setattr(gpu_session, "run_check", check)
+    monkeypatch.setattr(gpu_session.gpu_round, "main", lambda argv: calls.append(("round", argv)) or 0)
+    assert gpu_session.main(["device", "--out", str(tmp_path), "--seconds", "300", "--check-seconds", "100"]) == 0
+    (_, seconds), (_, argv) = calls
+    assert seconds == 100 and argv[-1] == "--cuda-graph" and argv[:2] == ["--data", ".gpu/data/cifar10-jpeg.tar.gz"]
+    minutes = float(argv[argv.index("--minutes") + 1])
+    assert (300 - gpu_session.EXPORT_MARGIN_S) / 60 - 0.1 < minutes <= (300 - gpu_session.EXPORT_MARGIN_S) / 60
+    calls.clear()
+    assert gpu_session.main(["device", "--out", str(tmp_path), "--seconds", "60"]) == 1  # no time left to train
+    assert [c[0] for c in calls] == ["check"]

@@ -55,6 +55,15 @@ def test_without_asking_only_finished_runs_travel_and_a_finished_one_replaces_a_
     assert json.loads((UNFINISHED.run_dir(away) / "run.json").read_text())["status"] == "finished"
 
 
+def test_only_the_runs_named_travel_and_a_name_not_in_the_study_is_refused(trained, tmp_path):
+    home, _, _ = trained
+    [archive] = export_study(FINISHED.run_dir(home).parent, tmp_path / "one.tar", unfinished=True,
+                             names=[UNFINISHED.name])
+    assert list(json.loads(tarfile.open(archive).extractfile("manifest.json").read())["runs"]) == [UNFINISHED.name]
+    with pytest.raises(ValueError, match="no run resnet99-seed0"):
+        export_study(FINISHED.run_dir(home).parent, tmp_path / "none.tar", names=["resnet99-seed0"])
+
+
 def test_an_archive_of_another_result_or_other_settings_is_refused(trained, tmp_path, small_data):
     home, _, _ = trained
     [archive] = export_study(FINISHED.run_dir(home).parent, tmp_path / "study.tar")

@@ -1,0 +1,239 @@
+"""A GPU session in one device call: stage it here, run it there, bring it home.
+
+    python tools/gpu_session.py prepare            # here: stages .gpu/, prints the device call to make
+    (device call) python3 tools/gpu_session.py device --out $OUT 2>&1 | tee $OUT/session.log
+    python tools/gpu_session.py finish DIR         # here: DIR is the call's files_at; imports, puts back
+
+A session is lent 15 minutes of device time, the machine's start included, and a command may run 10; so the
+whole session is one command of about 8 minutes (--seconds), with time to spare for a short second one:
+  device  1. facts: the GPU, driver, torch, CUDA and cuDNN, any official CIFAR-10 copy on the machine;
+          2. the CUDA check, quick (benchmarks/gpu_check.py --quick: the checks and each network's eager and
+             graphed step, a couple of minutes), written to $OUT;
+          3. the training (tools/gpu_round.py) for the rest of the time, with the graphed step if every check
+             passed and it is at least MIN_SPEEDUP times the eager one on the median network; every run comes
+             back through $OUT, unfinished ones as checkpoints.
+What travels is at most 64 MiB: the tree, the JPEG archive (19 MB) and the unfinished runs. The committed
+weights do not need to (the round reads run.json to know what is finished), so `prepare` takes them out of the
+index and ignores them for the call (they stay in place, and in HEAD), and `finish` puts them back.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+import gpu_round  # noqa: E402
+
+from resnet.runfolder import RunLocked  # noqa: E402
+from resnet.transfer import export_study, import_study  # noqa: E402
+
+GPU = ROOT / ".gpu"
+DATA_NAME = "cifar10-jpeg.tar.gz"
+TRAVEL_LIMIT_MB = 64 * 2**20 / 1e6  # the device call's limit on what travels (64 MiB)
+MIN_SPEEDUP = 1.2  # the graphed step is used when it is at least this much faster (median network)
+EXPORT_MARGIN_S = 45  # the round's export and the end of the command, after its training stops
+EXCLUDE_START, EXCLUDE_END = "# gpu_session: weights set aside (start)", "# gpu_session: weights set aside (end)"
+
+
+# --- here, before the call ----------------------------------------------------------------------------------
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def studies(data: str | Path) -> list[str]:
+    """The studies a GPU session trains in, in order (named after the data, as on the device)."""
+    return list(dict.fromkeys(c.study for c in gpu_round.study_runs(str(data))))
+
+
+def set_weights_aside(root: Path) -> list[str]:
+    """Take the committed weights out of the index and ignore them (.git/info/exclude), so the device call leaves
+    them behind; they stay on disk and in HEAD. Returns their paths. Refused when already set aside."""
+    exclude = root / ".git" / "info" / "exclude"
+    if exclude.exists() and EXCLUDE_START in exclude.read_text():
+        raise SystemExit(f"weights are already set aside ({exclude}): run `finish` first")
+    paths = [p for p in _git(root, "ls-files", "-z", "--", "results").split("\0") if p.endswith("/weights.pt")]
+    if paths:
+        _git(root, "rm", "-q", "--cached", "--", *paths)
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        with exclude.open("a") as f:
+            f.write("\n".join([EXCLUDE_START, *("/" + p for p in paths), EXCLUDE_END]) + "\n")
+    return paths
+
+
+def put_weights_back(root: Path) -> list[str]:
+    """Undo set_weights_aside: the weights back in the index as HEAD has them, the exclude lines gone."""
+    exclude = root / ".git" / "info" / "exclude"
+    text = exclude.read_text() if exclude.exists() else ""
+    if EXCLUDE_START not in text:
+        return []
+    head, rest = text.split(EXCLUDE_START, 1)
+    block, tail = rest.split(EXCLUDE_END, 1)
+    paths = [line[1:] for line in block.splitlines() if line.startswith("/")]
+    _git(root, "reset", "-q", "HEAD", "--", *paths)
+    exclude.write_text(head.rstrip("\n") + ("\n" if head.strip() else "") + tail.lstrip("\n"))
+    changed = _git(root, "status", "--porcelain", "--", *paths).strip()
+    if changed:
+        raise SystemExit(f"committed weights differ from HEAD after putting them back:\n{changed}")
+    return paths
+
+
+def travelling_mb(root: Path, carried: list[Path]) -> float:
+    """What the device call sends (MB): tracked and untracked files git does not ignore, and the carried paths."""
+    files = [root / p for p in _git(root, "ls-files", "-z", "-co", "--exclude-standard").split("\0") if p]
+    files += [f for c in carried for f in ([c] if c.is_file() else c.rglob("*"))]
+    return sum(f.stat().st_size for f in files if f.is_file()) / 1e6
+
+
+def prepare(data: Path, results: Path = ROOT / "results", root: Path = ROOT, gpu: Path = GPU) -> list[str]:
+    """Stage a session: the data and the studies' unfinished runs under ``gpu``, the weights set aside. Returns
+    the carry list of the device call."""
+    (gpu / "data").mkdir(parents=True, exist_ok=True)
+    if not (gpu / "data" / DATA_NAME).exists() or (gpu / "data" / DATA_NAME).stat().st_size != data.stat().st_size:
+        shutil.copyfile(data, gpu / "data" / DATA_NAME)
+    shutil.rmtree(gpu / "carry", ignore_errors=True)
+    (gpu / "carry").mkdir()
+    from resnet.results import META_FILE, read_meta
+    from resnet.trainer import CHECKPOINT_FILE
+
+    for study in studies(data):
+        running = [m.parent for m in sorted((results / study).glob(f"*/{META_FILE}")) if read_meta(m)["status"] == "running"]
+        for run_dir in (r for r in running if not (r / CHECKPOINT_FILE).exists()):
+            print(f"{run_dir}: running, but its checkpoint is not here: it starts afresh there")
+        unfinished = [r.name for r in running if (r / CHECKPOINT_FILE).exists()]
+        if unfinished:
+            export_study(results / study, gpu / "carry" / f"{study}.tar", unfinished=True, names=unfinished)
+            print(f"carry {study}: {', '.join(unfinished)}")
+    aside = set_weights_aside(root)
+    print(f"set aside (out of the index, ignored, still on disk): {len(aside)} committed weights")
+    carry = [gpu / "data", gpu / "carry"]
+    mb = travelling_mb(root, carry)
+    if mb > TRAVEL_LIMIT_MB - 1:
+        put_weights_back(root)
+        raise SystemExit(f"{mb:.1f} MB would travel, over the device call's {TRAVEL_LIMIT_MB:.1f}: nothing staged")
+    print(f"{mb:.1f} MB will travel (limit {TRAVEL_LIMIT_MB:.1f})")
+    return [str(c.relative_to(root)) for c in carry]
+
+
+def finish(returned: Path, data: Path, results: Path = ROOT / "results", root: Path = ROOT) -> dict:
+    """Bring a session home: the weights back, the returned studies imported, the CUDA check into benchmarks/."""
+    put_weights_back(root)
+    outcome = {}
+    for study in studies(data):
+        for archive in (returned / f"{study}.tar", returned / f"{study}.tar.part000"):
+            if archive.exists():
+                outcome[study] = import_study(archive, results)
+                for run, what in outcome[study].items():
+                    print(f"{study}/{run}: {what}")
+    for name in ("gpu_check.md", "gpu_check.json"):
+        if (returned / name).exists():
+            shutil.copyfile(returned / name, root / "benchmarks" / name)
+            print(f"benchmarks/{name} updated")
+    return outcome
+
+
+# --- there, in the call ---------------------------------------------------------------------------------------
+
+def use_graph(check_json: Path) -> tuple[bool, str]:
+    """Whether the round trains with the graphed step, and why: every check passed and the graphed step is at
+    least MIN_SPEEDUP times the eager one on the median network."""
+    if not check_json.exists():
+        return False, "eager: the CUDA check wrote nothing"
+    summary = json.loads(check_json.read_text())
+    failed = [c["check"] for c in summary["checks"] if c["result"] != "passed"]
+    if failed:
+        return False, f"eager: checks failed ({', '.join(failed)})"
+    speedups = [float(r["speed-up"].rstrip("x")) for r in summary["speed"]]
+    if not speedups:
+        return False, "eager: no speed measured"
+    median = statistics.median(speedups)
+    if median < MIN_SPEEDUP:
+        return False, f"eager: the graphed step is only {median:.2f}x the eager one (median network)"
+    return True, f"graphed: every check passed and it is {median:.2f}x the eager step (median network)"
+
+
+def run_check(out: Path, data: str, seconds: float, smoke: bool) -> int | str:
+    """benchmarks/gpu_check.py --quick in its own process, stopped after ``seconds``."""
+    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--data", data, "--out", str(out)]
+    try:
+        return subprocess.run(cmd + (["--smoke", "--device", "cpu"] if smoke else []), cwd=ROOT, timeout=seconds).returncode
+    except subprocess.TimeoutExpired:
+        return f"stopped after {seconds:.0f} s"
+
+
+def facts() -> None:
+    """What the machine is: printed into the session's log."""
+    for cmd in (["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                [sys.executable, "-c", "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, "
+                                       "'cudnn', torch.backends.cudnn.version(), 'gpus', torch.cuda.device_count())"]):
+        try:
+            print(subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout.strip(), flush=True)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"{cmd[0]}: {e}", flush=True)
+    try:
+        found = subprocess.run(["find", "/", "-xdev", "-iname", "*cifar*", "-size", "+100M"], capture_output=True,
+                               text=True, timeout=30).stdout.split()
+    except subprocess.TimeoutExpired:
+        found = ["(find stopped after 30 s)"]
+    print(f"official CIFAR-10 copies (files over 100 MB named *cifar*): {found or 'none'}", flush=True)
+
+
+def device(out: Path, data: str, seconds: float, check_seconds: float, smoke: bool = False) -> int:
+    start = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    facts()
+    rc = run_check(out, data, check_seconds, smoke)
+    graph, why = use_graph(out / "gpu_check.json")
+    print(f"CUDA check: {'passed' if rc == 0 else f'exit {rc}'}; training with the {why}", flush=True)
+    minutes = (seconds - (time.monotonic() - start) - EXPORT_MARGIN_S) / 60
+    if minutes <= 0.5:
+        print(f"no time left to train ({minutes:.1f} min)", flush=True)
+        return 1
+    return gpu_round.main(["--data", data, "--out", str(out), "--minutes", f"{minutes:.2f}",
+                           *(["--cuda-graph"] if graph else [])])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("prepare", help="here: stage .gpu/ and print the device call")
+    s.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / DATA_NAME))
+    s = sub.add_parser("device", help="there: the session's one command")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--data", default=f".gpu/data/{DATA_NAME}")
+    s.add_argument("--seconds", type=float, default=480, help="the whole command's time")
+    s.add_argument("--check-seconds", type=float, default=210, help="the CUDA check's share at most")
+    s.add_argument("--smoke", action="store_true", help="the CUDA check in its CPU smoke mode (tests)")
+    s = sub.add_parser("finish", help="here: import what the call returned, put the weights back")
+    s.add_argument("returned", type=Path, help="the call's files_at")
+    s.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / DATA_NAME))
+    args = p.parse_args(argv)
+    if args.command == "prepare":
+        try:
+            carry = prepare(Path(args.data))
+        except RunLocked as e:
+            raise SystemExit(f"error: {e}. A session carries the studies' unfinished runs: prepare it while the CPU "
+                             "campaign is not running (it stops at a checkpoint at its --until)") from None
+        commit = _git(ROOT, "rev-parse", "HEAD").strip()
+        command = (f"export RESNET_GIT_COMMIT={commit}; set -o pipefail; "
+                   f"python3 tools/gpu_session.py device --out $OUT 2>&1 | tee $OUT/session.log")
+        print(f"\nthe device call: run(command={command!r}, carry={carry}, timeout_s=600)\n"
+              f"then: python tools/gpu_session.py finish <files_at>")
+    elif args.command == "device":
+        return device(args.out, args.data, args.seconds, args.check_seconds, args.smoke)
+    else:
+        finish(args.returned, Path(args.data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
