@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import gpu_round  # noqa: E402
 
+from resnet.results import META_FILE, read_meta  # noqa: E402
 from resnet.runfolder import RunLocked  # noqa: E402
+from resnet.trainer import CHECKPOINT_FILE  # noqa: E402
 from resnet.transfer import export_study, import_study  # noqa: E402
 
 GPU = ROOT / ".gpu"
@@ -102,9 +104,6 @@ def prepare(data: Path, results: Path = ROOT / "results", root: Path = ROOT, gpu
         shutil.copyfile(data, gpu / "data" / DATA_NAME)
     shutil.rmtree(gpu / "carry", ignore_errors=True)
     (gpu / "carry").mkdir()
-    from resnet.results import META_FILE, read_meta
-    from resnet.trainer import CHECKPOINT_FILE
-
     for study in studies(data):
         running = [m.parent for m in sorted((results / study).glob(f"*/{META_FILE}")) if read_meta(m)["status"] == "running"]
         for run_dir in (r for r in running if not (r / CHECKPOINT_FILE).exists()):
