@@ -28,6 +28,11 @@ def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
 
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert summary["smoke"] and {c["check"] for c in summary["checks"]} >= {"resume", "parallel sweep, cold cache"}
+    # the GPU session reads this file to choose the step (on the CPU the two steps are one, so timing noise decides)
+    from .test_tools import gpu_session
+
+    graph, why = gpu_session.use_graph(tmp_path / "gpu_check.json")
+    assert why.startswith("graphed: every check passed" if graph else "eager: the graphed step is only"), why
 
 
 def test_gpu_check_reports_a_failing_check_and_exits_1_and_quick_stops_after_the_speed(tmp_path, monkeypatch):
