@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--peers", action="store_true", help="add the peers' reported errors to the table")
     p.add_argument("--shortcuts", type=int, metavar="DEPTH",
                    help="also draw shortcut options A/B/C (and plain) at this depth to assets/shortcuts-DEPTH.png")
+    p.add_argument("--no-figure7", action="store_true", help=(
+        "skip Figure 7 (std of layer responses of the paper's five networks, from the study with the longest "
+        "schedule, to assets/figure7-<study>.png: a pass over each network's test images)"))
 
     p = sub.add_parser("report", help="rewrite README.md's generated sections (results, peer table) from the files")
     p.add_argument("--results", default="results", help="results folder (default: results)")
@@ -164,7 +167,7 @@ def _run(args) -> int:
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))
     elif args.command == "plot":
-        from .figures import plot_shortcuts, plot_studies
+        from .figures import figure7_runs, plot_figure7, plot_shortcuts, plot_studies, response_stds
         from .compare import error_table, format_table
         from .results import load_runs
 
@@ -178,6 +181,16 @@ def _run(args) -> int:
             path = Path(args.assets) / f"shortcuts-{args.shortcuts}.png"
             plot_shortcuts(runs, args.shortcuts, path)
             print(f"shortcut comparison saved to {path}")
+        study, paths = figure7_runs(runs)
+        if paths and not args.no_figure7:
+            path = Path(args.assets) / f"figure7-{study}.png"
+            try:
+                stds, note = response_stds(paths)
+            except (OSError, ValueError) as e:  # the runs' data is not on this machine
+                print(f"Figure 7 not drawn: {e}", file=sys.stderr)
+            else:
+                plot_figure7(stds, path, note)
+                print(f"Figure 7 of {study} saved to {path} ({', '.join(stds)})")
         print(format_table(error_table(runs, peers=args.peers)))
     elif args.command == "report":
         from .report import update_readme

@@ -161,5 +161,5 @@ def response_stds(run_dirs: list[str | Path], data: str | None = None, device: s
         run = load_run(run_dir, device)
         dd = run.data(data)
         stds[network_label(run.meta["config"])] = layer_response_std(run.model, dd.test_x)
-        used.add(f"{len(dd.test_x)} test images of {dd.source}")
+        used.add(f"{study_label(run.meta['config'])}; {len(dd.test_x)} test images of {dd.source}")
     return stds, "; ".join(sorted(used))

@@ -78,6 +78,11 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
             lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
             parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
                          + "\n".join(f"- {line}" for line in lines))
+            figure7 = Path(assets) / f"figure7-{study}.png"
+            if figure7.exists():
+                parts.append(f"![Figure 7, {study}]({figure7.as_posix()})\n\nFigure 7 (`python -m resnet plot`): the "
+                             "std of each 3x3 layer's responses on the test images, after BN and before the addition "
+                             "and ReLU, for the networks of the paper's Figure 7 finished in this study.")
         progress = _in_progress(runs)
         if progress:
             parts.append("In progress:\n\n" + "\n".join(progress))

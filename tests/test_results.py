@@ -191,8 +191,9 @@ def test_cli_help_documents_every_setting(capsys, command):
 
 def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
     assert main(["plot", "--results", str(fixture_results), "--assets", str(tmp_path), "--shortcuts", "20"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "ResNet-56" in out and "plain-20" in out and (tmp_path / f"figure6-{FIXTURE_STUDY}.png").exists()
+    assert "Figure 7 not drawn" in err and not (tmp_path / f"figure7-{FIXTURE_STUDY}.png").exists()  # fixture data
     assert (tmp_path / "shortcuts-20.png").exists()
     # a mistyped results folder draws nothing and overwrites nothing
     assert main(["plot", "--results", str(tmp_path / "typo"), "--assets", str(tmp_path / "a2")]) == 2
@@ -387,3 +388,22 @@ def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_t
         "(plain-56), test error 9.55% and 13.55%.")
     assert lines[1] == f"- **Do deeper ResNets do better?** yes, in {full}: test error 9.05% (ResNet-20), 7.75% (ResNet-56)."
     assert lines[2] == f"- **How far is ResNet-20 from the paper's 8.75%?** +0.30 points, in {full} (seed 0): 9.05% on the fixture test images."
+
+
+def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys):
+    from resnet.report import results_markdown
+
+    from .conftest import JPEG_ARCHIVE
+
+    base = TrainConfig(data=str(JPEG_ARCHIVE))  # all test images: Figure 7 draws comparable runs only
+    for net, depth in (("plain", 20), ("resnet", 20), ("resnet", 32)):  # ResNet-32 is not in Figure 7
+        fake_run(tmp_path / "results", 10.0, config=dataclasses.replace(base, net=net, depth=depth))
+    fake_run(tmp_path / "results", 12.0, config=dataclasses.replace(base, schedule="1/8", net="plain", depth=56))
+    study = dataclasses.replace(base).study
+    assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "assets")]) == 0
+    assert f"Figure 7 of {study} saved to" in capsys.readouterr().out  # the full schedule's, not the 1/8 one's
+    assert sorted(p.name for p in (tmp_path / "assets").glob("figure7-*")) == [f"figure7-{study}.png"]
+    text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
+    assert text.count("![Figure 7") == 1 and f"figure7-{study}.png" in text
+    assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "a2"), "--no-figure7"]) == 0
+    assert not list((tmp_path / "a2").glob("figure7-*"))
