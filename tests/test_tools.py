@@ -223,3 +223,27 @@ def test_the_device_command_checks_then_trains_for_the_rest_of_its_time(tmp_path
     calls.clear()
     assert gpu_session.main(["device", "--out", str(tmp_path), "--seconds", "60"]) == 1  # no time left to train
     assert [c[0] for c in calls] == ["check"]
+
+
+def test_a_round_whose_training_fails_still_returns_what_it_holds(tmp_path, monkeypatch, small_data, capsys):
+    import dataclasses
+
+    from resnet import train
+    from resnet.transfer import export_study
+
+    from .conftest import tiny_config
+
+    carried = tiny_config(net="plain")
+    train(carried, tmp_path / "earlier", data=small_data, stop_at=20, progress=False)
+    export_study(carried.run_dir(tmp_path / "earlier").parent, tmp_path / "carry" / f"{carried.study}.tar", unfinished=True)
+    monkeypatch.setattr(gpu_round, "study_runs", lambda data, cuda_graph: [dataclasses.replace(carried, cuda_graph=cuda_graph)])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(gpu_round, "sweep", broken)
+    out = tmp_path / "out"
+    assert gpu_round.main(["--data", str(JPEG_ARCHIVE), "--out", str(out), "--results", str(tmp_path / "r"),
+                           "--home", str(tmp_path / "home"), "--carry", str(tmp_path / "carry")]) == 1
+    assert [p.name for p in out.iterdir()] == [f"{carried.study}.tar"]  # the checkpoint carried in goes back
+    assert "illegal memory access" in capsys.readouterr().err

@@ -131,12 +131,13 @@ def main(argv=None) -> int:
     metas, failed = [], False
     try:  # whatever happens, what was trained goes back
         metas = sweep(todo, args.results, parallel=args.parallel, time_limit=budget, progress=False) if todo else []
+        for meta in metas:
+            print(f"{meta['config']['schedule']:>4} {meta['name']}: {meta['status']} at iteration "
+                  f"{meta['iterations_done']}, test error {meta['final_test_error']}, {meta['wall_s'] / 60:.1f} min "
+                  "trained", flush=True)
     except Exception:  # noqa: BLE001 - reported, then the export below still runs
         traceback.print_exc()
         failed = True
-    for meta in metas:
-        print(f"{meta['config']['schedule']:>4} {meta['name']}: {meta['status']} at iteration {meta['iterations_done']}, "
-              f"test error {meta['final_test_error']}, {meta['wall_s'] / 60:.1f} min trained", flush=True)
     for study, names in runs_to_return(todo, Path(args.results), args.return_mb, args.files).items():
         for part in export_study(Path(args.results) / study, Path(args.out) / f"{study}.tar", unfinished=True,
                                  part_mb=PART_MB, names=names):
