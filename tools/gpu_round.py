@@ -9,7 +9,7 @@ makes what it carries in, and brings home what it returns. A round:
   1. imports the unfinished runs carried in (--carry: <study>.tar, exported by gpu_prepare) into --results;
   2. trains, --parallel at once, the runs not finished at home (--home, the tree's results/, whose run.json files
      say which; their weights need not travel), in this order (JPEG stand-in, bf16, seed 0, on CUDA): the ten
-     networks at the 1/8 schedule (the CPU campaign's step 2: minutes here, hours there), then the paper's
+     networks at the 1/8 schedule (the CPU campaign's step 2: an eighth of the paper's schedule), then the paper's
      schedule: the ten (plain-110 last: the paper leaves it out of Figure 6, and it costs a fifth of the study),
      then ResNet-110 seeds 1-4;
   3. exports each study's runs (unfinished ones with their checkpoints) into $OUT in parts of 16 MB.
