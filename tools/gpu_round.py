@@ -4,9 +4,9 @@
 
 For the lent GPU machine: 15 minutes of device time a session (its start included), 10 minutes a command, no
 network, files back only through $OUT (8 files of at most 16 MiB, 64 MiB in all), and a tree of at most 64 MiB
-carried in. tools/gpu_session.sh runs it after the CUDA check, in the session's one command; tools/gpu_prepare.py
-makes what it carries in, and brings home what it returns. A round:
-  1. imports the unfinished runs carried in (--carry: <study>.tar, exported by gpu_prepare) into --results;
+carried in. `tools/gpu_session.py device` runs it after the CUDA check, in the session's one command;
+`gpu_session.py prepare` makes what it carries in, and `finish` brings home what it returns. A round:
+  1. imports the unfinished runs carried in (--carry: <study>.tar, made by `prepare`) into --results;
   2. trains, --parallel at once, the runs not finished at home (--home, the tree's results/, whose run.json files
      say which; their weights need not travel), in this order (JPEG stand-in, bf16, seed 0, on CUDA): the ten
      networks at the 1/8 schedule (the CPU campaign's step 2: an eighth of the paper's schedule), then the paper's
