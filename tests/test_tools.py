@@ -182,13 +182,21 @@ def test_a_session_is_prepared_here_and_its_returned_runs_come_home(tmp_path, sm
     gpu_session.import_study(gpu / "carry" / f"{unfinished.study}.tar", away)
     train(unfinished, away, data=small_data, progress=False)
     export_study(unfinished.run_dir(away).parent, tmp_path / "files_at" / f"{unfinished.study}.tar")
-    (tmp_path / "files_at" / "gpu_check.md").write_text("# CUDA check\n")
+    (tmp_path / "bench").mkdir()
+    for name in ("gpu_check.md", "notes.md"):
+        (tmp_path / "bench" / name).write_text("# CUDA check\n")
+    gpu_session.pack(tmp_path / "bench", tmp_path / "files_at" / "benchmarks.tar")
+    import tarfile
+
+    with tarfile.open(tmp_path / "files_at" / "benchmarks.tar", "a") as tar:  # a name it never writes
+        tar.add(tmp_path / "bench" / "notes.md", arcname="../notes.md")
     (tmp_path / "repo" / "benchmarks").mkdir()
     outcome = gpu_session.finish(tmp_path / "files_at", JPEG_ARCHIVE, tmp_path / "repo" / "results", tmp_path / "repo")
     assert outcome == {unfinished.study: {unfinished.name: "updated"}}
     assert not (unfinished.run_dir(tmp_path / "repo" / "results") / "checkpoint.pt").exists()
     assert git("diff", "--cached", "--name-only") == "" and "weights.pt" in git("ls-files")  # the index is HEAD's
-    assert (tmp_path / "repo" / "benchmarks" / "gpu_check.md").read_text() == "# CUDA check\n"
+    assert [p.name for p in (tmp_path / "repo" / "benchmarks").iterdir()] == ["gpu_check.md"]
+    assert not (tmp_path / "repo" / "notes.md").exists()
 
 
 def test_the_round_uses_the_graphed_step_only_when_every_check_passed_and_it_is_worth_it(tmp_path):
@@ -204,25 +212,37 @@ def test_the_round_uses_the_graphed_step_only_when_every_check_passed_and_it_is_
     assert gpu_session.use_graph(path) == (False, "eager: checks failed (generators)")
 
 
-def test_the_device_command_checks_then_trains_for_the_rest_of_its_time(tmp_path, monkeypatch):
-    calls = []
+def test_the_device_command_measures_then_trains_for_the_rest_of_its_time(tmp_path, monkeypatch):
+    calls, bench, out = [], tmp_path / "bench", tmp_path / "out"
 
-    def check(out, data, seconds, smoke):
+    def check(bench, data, seconds, smoke):
         calls.append(("check", seconds))
-        (out / "gpu_check.json").write_text(json.dumps({"checks": [], "speed": [{"speed-up": "1.50x"}]}))
+        (bench / "gpu_check.json").write_text(json.dumps({"checks": [], "speed": [{"speed-up": "1.50x"}]}))
+        return 0
+
+    def cost(bench, data, seconds, smoke):
+        calls.append(("cost", seconds))
+        (bench / "study_cost_cuda_bf16.json").write_text("{}")
+        (bench / "study_cost_cpu_bf16.json").write_text("{}")  # a smoke run's: never returned
         return 0
 
     monkeypatch.setattr(gpu_session, "facts", lambda: None)
     monkeypatch.setattr(gpu_session, "run_check", check)
+    monkeypatch.setattr(gpu_session, "run_cost", cost)
     monkeypatch.setattr(gpu_session.gpu_round, "main", lambda argv: calls.append(("round", argv)) or 0)
-    assert gpu_session.main(["device", "--out", str(tmp_path), "--seconds", "300", "--check-seconds", "100"]) == 0
-    (_, seconds), (_, argv) = calls
+    device = ["device", "--out", str(out), "--bench", str(bench)]
+    assert gpu_session.main(device + ["--seconds", "300", "--check-seconds", "100"]) == 0
+    (_, seconds), _, (_, argv) = calls
     assert seconds == 100 and argv[-1] == "--cuda-graph" and argv[:2] == ["--data", ".gpu/data/cifar10-jpeg.tar.gz"]
     minutes = float(argv[argv.index("--minutes") + 1])
     assert (300 - gpu_session.EXPORT_MARGIN_S) / 60 - 0.1 < minutes <= (300 - gpu_session.EXPORT_MARGIN_S) / 60
+    assert [p.name for p in out.iterdir()] == ["benchmarks.tar"]  # one file of the eight the call returns
+    import tarfile
+
+    assert tarfile.open(out / "benchmarks.tar").getnames() == ["gpu_check.json", "study_cost_cuda_bf16.json"]
     calls.clear()
-    assert gpu_session.main(["device", "--out", str(tmp_path), "--seconds", "60"]) == 1  # no time left to train
-    assert [c[0] for c in calls] == ["check"]
+    assert gpu_session.main(device + ["--seconds", "60"]) == 1  # no time left to train
+    assert [c[0] for c in calls] == ["check", "cost"]
 
 
 def test_a_round_whose_training_fails_still_returns_what_it_holds(tmp_path, monkeypatch, small_data, capsys):
@@ -247,3 +267,10 @@ def test_a_round_whose_training_fails_still_returns_what_it_holds(tmp_path, monk
                            "--home", str(tmp_path / "home"), "--carry", str(tmp_path / "carry")]) == 1
     assert [p.name for p in out.iterdir()] == [f"{carried.study}.tar"]  # the checkpoint carried in goes back
     assert "illegal memory access" in capsys.readouterr().err
+
+
+def test_the_session_s_benchmark_commands_run_as_written(tmp_path):
+    """The device command's benchmark calls, in their CPU smoke modes (their arguments are real)."""
+    assert gpu_session.run_cost(tmp_path, str(JPEG_ARCHIVE), 300, smoke=True) == 0
+    assert json.loads((tmp_path / "study_cost_cpu_bf16.json").read_text())["networks"] == 2
+    assert gpu_session.run_benchmark(["benchmarks.study_cost", "--no-such-flag"], 60) == 2

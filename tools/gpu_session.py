@@ -8,7 +8,8 @@ A session is lent 15 minutes of device time, the machine's start included, and a
 whole session is one command of about 8 minutes (--seconds), with time to spare for a short second one:
   device  1. facts: the GPU, driver, torch, CUDA and cuDNN, any official CIFAR-10 copy on the machine;
           2. the CUDA check, quick (benchmarks/gpu_check.py --quick: the checks and each network's eager and
-             graphed step, a couple of minutes), written to $OUT;
+             graphed step, a couple of minutes), and what the study costs in bf16 (benchmarks/study_cost.py, a
+             minute), both into $OUT/benchmarks.tar;
           3. the training (tools/gpu_round.py) for the rest of the time, with the graphed step if every check
              passed and it is at least MIN_SPEEDUP times the eager one on the median network; every run comes
              back through $OUT, unfinished ones as checkpoints.
@@ -24,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -33,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import gpu_round  # noqa: E402
 
+from resnet.files import write_atomic  # noqa: E402
 from resnet.results import META_FILE, read_meta  # noqa: E402
 from resnet.runfolder import RunLocked  # noqa: E402
 from resnet.trainer import CHECKPOINT_FILE  # noqa: E402
@@ -43,6 +46,9 @@ DATA_NAME = "cifar10-jpeg.tar.gz"
 TRAVEL_LIMIT_MB = 64 * 2**20 / 1e6  # the device call's limit on what travels (64 MiB)
 MIN_SPEEDUP = 1.2  # the graphed step is used when it is at least this much faster (median network)
 EXPORT_MARGIN_S = 45  # the round's export and the end of the command, after its training stops
+COST_SECONDS = 120  # benchmarks/study_cost.py's share at most
+BENCHMARKS_TAR = "benchmarks.tar"
+BENCHMARK_FILES = ("gpu_check.md", "gpu_check.json", "study_cost_cuda_bf16.md", "study_cost_cuda_bf16.json")
 EXCLUDE_START, EXCLUDE_END = "# gpu_session: weights set aside (start)", "# gpu_session: weights set aside (end)"
 
 
@@ -133,10 +139,12 @@ def finish(returned: Path, data: Path, results: Path = ROOT / "results", root: P
                 outcome[study] = import_study(archive, results)
                 for run, what in outcome[study].items():
                     print(f"{study}/{run}: {what}")
-    for name in ("gpu_check.md", "gpu_check.json"):
-        if (returned / name).exists():
-            shutil.copyfile(returned / name, root / "benchmarks" / name)
-            print(f"benchmarks/{name} updated")
+    if (returned / BENCHMARKS_TAR).exists():
+        with tarfile.open(returned / BENCHMARKS_TAR) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name in BENCHMARK_FILES:  # no other name is ever written
+                    write_atomic(tar.extractfile(member).read(), root / "benchmarks" / member.name)
+                    print(f"benchmarks/{member.name} updated")
     return outcome
 
 
@@ -160,13 +168,36 @@ def use_graph(check_json: Path) -> tuple[bool, str]:
     return True, f"graphed: every check passed and it is {median:.2f}x the eager step (median network)"
 
 
-def run_check(out: Path, data: str, seconds: float, smoke: bool) -> int | str:
-    """benchmarks/gpu_check.py --quick in its own process, stopped after ``seconds``."""
-    cmd = [sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--data", data, "--out", str(out)]
+def run_benchmark(args: list[str], seconds: float) -> int | str:
+    """``python -m benchmarks.<args>`` in its own process, stopped after ``seconds``."""
     try:
-        return subprocess.run(cmd + (["--smoke", "--device", "cpu"] if smoke else []), cwd=ROOT, timeout=seconds).returncode
+        return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, timeout=seconds).returncode
     except subprocess.TimeoutExpired:
         return f"stopped after {seconds:.0f} s"
+
+
+def run_check(bench: Path, data: str, seconds: float, smoke: bool) -> int | str:
+    """benchmarks/gpu_check.py --quick, into ``bench``."""
+    return run_benchmark(["benchmarks.gpu_check", "--quick", "--data", data, "--out", str(bench),
+                          *(["--smoke", "--device", "cpu"] if smoke else [])], seconds)
+
+
+def run_cost(bench: Path, data: str, seconds: float, smoke: bool) -> int | str:
+    """benchmarks/study_cost.py in the studies' precision (bf16), into ``bench``: the README's cost table's GPU row."""
+    kind = "cpu" if smoke else "cuda"
+    return run_benchmark(["benchmarks.study_cost", "--precision", "bf16", "--device", kind, "--data", data,
+                          "--iterations", "1" if smoke else "10", *(["--depths", "8"] if smoke else []),
+                          "--out", str(bench / f"study_cost_{kind}_bf16.md")], seconds)
+
+
+def pack(bench: Path, archive: Path) -> list[str]:
+    """The benchmarks' files in one archive (the call returns 8 files at most); returns their names."""
+    names = sorted(f.name for f in bench.iterdir() if f.name in BENCHMARK_FILES)
+    with tarfile.open(archive.with_suffix(".tmp"), "w") as tar:
+        for name in names:
+            tar.add(bench / name, arcname=name)
+    archive.with_suffix(".tmp").replace(archive)
+    return names
 
 
 def facts() -> None:
@@ -186,13 +217,17 @@ def facts() -> None:
     print(f"official CIFAR-10 copies (files over 100 MB named *cifar*): {found or 'none'}", flush=True)
 
 
-def device(out: Path, data: str, seconds: float, check_seconds: float, smoke: bool = False) -> int:
+def device(out: Path, data: str, seconds: float, check_seconds: float, smoke: bool = False,
+           bench: Path = GPU / "bench") -> int:
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    bench.mkdir(parents=True, exist_ok=True)
     facts()
-    rc = run_check(out, data, check_seconds, smoke)
-    graph, why = use_graph(out / "gpu_check.json")
+    rc = run_check(bench, data, check_seconds, smoke)
+    graph, why = use_graph(bench / "gpu_check.json")
     print(f"CUDA check: {'passed' if rc == 0 else f'exit {rc}'}; training with the {why}", flush=True)
+    rc = run_cost(bench, data, COST_SECONDS, smoke)
+    print(f"study cost: {'measured' if rc == 0 else f'exit {rc}'}; returned: {pack(bench, out / BENCHMARKS_TAR)}", flush=True)
     minutes = (seconds - (time.monotonic() - start) - EXPORT_MARGIN_S) / 60
     if minutes <= 0.5:
         print(f"no time left to train ({minutes:.1f} min)", flush=True)
@@ -211,7 +246,8 @@ def main(argv=None) -> int:
     s.add_argument("--data", default=f".gpu/data/{DATA_NAME}")
     s.add_argument("--seconds", type=float, default=480, help="the whole command's time")
     s.add_argument("--check-seconds", type=float, default=210, help="the CUDA check's share at most")
-    s.add_argument("--smoke", action="store_true", help="the CUDA check in its CPU smoke mode (tests)")
+    s.add_argument("--smoke", action="store_true", help="the benchmarks in their CPU smoke mode (tests)")
+    s.add_argument("--bench", type=Path, default=GPU / "bench", help="where the benchmarks write, before packing")
     s = sub.add_parser("finish", help="here: import what the call returned, put the weights back")
     s.add_argument("returned", type=Path, help="the call's files_at")
     s.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / DATA_NAME))
@@ -228,7 +264,7 @@ def main(argv=None) -> int:
         print(f"\nthe device call: run(command={command!r}, carry={carry}, timeout_s=600)\n"
               f"then: python tools/gpu_session.py finish <files_at>")
     elif args.command == "device":
-        return device(args.out, args.data, args.seconds, args.check_seconds, args.smoke)
+        return device(args.out, args.data, args.seconds, args.check_seconds, args.smoke, args.bench)
     else:
         finish(args.returned, Path(args.data))
     return 0
