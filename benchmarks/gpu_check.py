@@ -30,6 +30,7 @@ import torch
 
 from resnet import TrainConfig, sweep, train
 from resnet.cost import time_network
+from resnet.files import write_atomic
 from resnet.placement import measure_runs_per_gpu, most_runs_per_gpu
 from resnet.batches import BatchSampler, device_data, random_crop_flip
 from resnet.results import read_csv
@@ -186,22 +187,21 @@ def run_checks(base: TrainConfig, data, device: torch.device) -> list[dict]:
 
 # --- speed ------------------------------------------------------------------------------------------------
 
-def speed(base: TrainConfig, data, networks: list[tuple[str, int]], iterations: int) -> list[dict]:
-    """Per network: steady-state seconds per eager and graphed step, per evaluation, and the projected hours of
-    a paper-schedule run with each step."""
-    rows = []
+def speed(base: TrainConfig, data, networks: list[tuple[str, int]], iterations: int):
+    """Per network, yielded as measured: steady-state seconds per eager and graphed step, per evaluation, and the
+    projected hours of a paper-schedule run with each step."""
     for net, depth in networks:
         cfg = dataclasses.replace(base, net=net, depth=depth, warmup=False)
         eager, per_eval, eager_sync = _timed(cfg, data, iterations)
         graphed, _, graphed_sync = _timed(dataclasses.replace(cfg, cuda_graph=True), data, iterations)
         project = lambda per_step: (PAPER.total_iterations * per_step + EVALUATIONS * per_eval) / 60  # noqa: E731
-        rows.append({"network": f"{net}-{depth}", "precision": cfg.precision, "eager ms/step": f"{1e3 * eager:.2f}",
+        row = {"network": f"{net}-{depth}", "precision": cfg.precision, "eager ms/step": f"{1e3 * eager:.2f}",
                      "graphed ms/step": f"{1e3 * graphed:.2f}", "speed-up": f"{eager / graphed:.2f}x",
                      "s / evaluation": f"{per_eval:.2f}", "paper schedule, eager (min)": f"{project(eager):.1f}",
                      "paper schedule, graphed (min)": f"{project(graphed):.1f}",
-                     "host waits for the device": eager_sync or graphed_sync or "never"})
-        print(rows[-1], flush=True)
-    return rows
+                     "host waits for the device": eager_sync or graphed_sync or "never"}
+        print(row, flush=True)
+        yield row
 
 
 def _timed(cfg: TrainConfig, data, iterations: int) -> tuple[float, float, str]:
@@ -299,31 +299,45 @@ def main(argv=None) -> int:
 
     env = {**environment(str(device)), **gpu_facts(device)}
     print(env, flush=True)
-    checks = run_checks(base, tiny_data, device)
-    rows = speed(base, data, networks, args.iterations)
-    together, proxy = [], []
-    if not args.quick:
-        together = [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
-        proxy = runs_at_once(base, networks[:1] if args.smoke else [("resnet", 20), ("resnet", 110)],
-                             4 if args.smoke else args.iterations // 2, (1, 2) if args.smoke else (1, 4, 8))
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"environment": env, "smoke": args.smoke, "quick": args.quick, "checks": checks, "speed": rows, "concurrent": together,
-               "runs at once": proxy}
-    (out / "gpu_check.json").write_text(json.dumps(summary, indent=1) + "\n")
+    checks, rows, together, proxy = run_checks(base, tiny_data, device), [], [], []
+    # rewritten after each step, so that a command stopped at its time limit still returns what was measured
+    write = lambda: write_report(out, args, env, base, device, checks, rows, together, proxy)  # noqa: E731
+    write()
+    for row in speed(base, data, networks, args.iterations):
+        rows.append(row)
+        write()
+    if not args.quick:
+        together += [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
+        write()
+        proxy += runs_at_once(base, networks[:1] if args.smoke else [("resnet", 20), ("resnet", 110)],
+                              4 if args.smoke else args.iterations // 2, (1, 2) if args.smoke else (1, 4, 8))
+        write()
     failed = [c["check"] for c in checks if c["result"] != "passed"]
+    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+def write_report(out: Path, args, env: dict, base: TrainConfig, device, checks, rows, together, proxy) -> None:
+    """gpu_check.json and gpu_check.md in ``out``, from what has been measured so far."""
+    summary = {"environment": env, "smoke": args.smoke, "quick": args.quick, "checks": checks, "speed": rows,
+               "concurrent": together, "runs at once": proxy}
+    write_atomic(json.dumps(summary, indent=1) + "\n", out / "gpu_check.json")
+    failed = [c["check"] for c in checks if c["result"] != "passed"]
+    pending = "(not measured: --quick)" if args.quick else "(not measured yet)"
     lines = [f"# CUDA check{' — SMOKE MODE: tiny networks on ' + device.type + ', no meaningful timings' if args.smoke else ''}",
              "", ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"## Checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}", "", markdown_table(checks), "",
              f"## Speed ({args.precision}, batch {base.batch_size}, {args.iterations} timed steps each after the untimed "
              f"first ones; projection: {PAPER.total_iterations:,} steps and {EVALUATIONS} evaluations, one run at a time)",
-             "", markdown_table(rows), "",
-             f"One run at a time, the {len(rows)} networks take {sum(float(r['paper schedule, eager (min)']) for r in rows):.0f} "
-             f"min eager and {sum(float(r['paper schedule, graphed (min)']) for r in rows):.0f} min graphed.", "",
+             "", markdown_table(rows) if rows else "(not measured yet)", "",
+             f"One run at a time, the {len(rows)} networks measured take "
+             f"{sum(float(r['paper schedule, eager (min)']) for r in rows):.0f} min eager and "
+             f"{sum(float(r['paper schedule, graphed (min)']) for r in rows):.0f} min graphed.", "",
              "## All at once (one process each)", ""]
-    if args.quick:
-        lines.append("(not measured: --quick)")
+    if not together:
+        lines.append(pending)
     for t in together:
         lines.append(f"- {'graphed' if t['cuda_graph'] else 'eager'}: {t['runs at once']} runs, projected at most "
                      f"{t['projected minutes (upper bound, evaluations not included)']:.0f} min "
@@ -331,11 +345,8 @@ def main(argv=None) -> int:
     lines += ["", "## Runs at once: `sweep --parallel auto`'s choice, and throughput measured with copies side by side",
               "", "Throughput of k copies of a network, one process each, relative to one alone (eager, "
               f"{base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
-              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else
-              f"(not measured{': --quick' if args.quick else ''})"]
-    (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out / 'gpu_check.md'} and {out / 'gpu_check.json'}" + (f"; FAILED: {failed}" if failed else ""))
-    return 1 if failed else 0
+              "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else pending]
+    write_atomic("\n".join(lines) + "\n", out / "gpu_check.md")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
 """The benchmark scripts run end to end (smoke mode on the CPU); no timing is asserted."""
+import json
+
+import pytest
+
 from .conftest import JPEG_ARCHIVE
 
 
@@ -74,3 +78,22 @@ def test_graph_accuracy_smoke_resumes_a_pair_carried_back_in_and_compares_it(tmp
     assert summary["final difference (graphed - eager, points)"] == 0 and summary["evaluations compared"] == 4
     assert summary["largest gap between the test-error curves (points)"] == 0
     assert "SMOKE MODE" in (tmp_path / "second" / "graph_accuracy.md").read_text()
+
+
+def test_gpu_check_keeps_what_it_measured_when_stopped_part_way(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+
+    timed, real = [], gpu_check._timed
+
+    def stopped_at_the_second_network(cfg, data, iterations):
+        if cfg.depth == 8 and cfg.net == "resnet":  # the smoke run's second network
+            raise KeyboardInterrupt  # as a command stopped at its time limit
+        timed.append(cfg.net)
+        return real(cfg, data, iterations)
+
+    monkeypatch.setattr(gpu_check, "_timed", stopped_at_the_second_network)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.main(["--smoke", "--quick", "--device", "cpu", "--data", str(JPEG_ARCHIVE), "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert [r["network"] for r in summary["speed"]] == ["plain-8"] and len(summary["checks"]) == 6
+    assert "| plain-8 | fp32 |" in (tmp_path / "gpu_check.md").read_text()
