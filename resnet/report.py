@@ -138,13 +138,15 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
             (t20, tr20), (t56, tr56) = mean[("plain", 20)], mean[("plain", 56)]
             verdict = "yes" if tr56 > tr20 and t56 > t20 else "no" if tr56 <= tr20 and t56 <= t20 else "in part"
             degradation.append(f"{verdict}, in {label}: training error {tr20:.2f}% (plain-20) and {tr56:.2f}% "
-                               f"(plain-56), test error {t20:.2f}% and {t56:.2f}%")
+                               f"(plain-56), test error {t20:.2f}% and {t56:.2f}% "
+                               f"({_seeds(errors, [('plain', 20), ('plain', 56)])})")
         depths = sorted(d for n, d in mean if n == "resnet" and d != 1202)
         if len(depths) >= 2:
             tests = [mean[("resnet", d)][0] for d in depths]
             verdict = "yes" if all(a > b for a, b in zip(tests, tests[1:])) else "not at every step"
             deeper.append(f"{verdict}, in {label}: test error " + ", ".join(
-                f"{t:.2f}% (ResNet-{d})" for d, t in zip(depths, tests)))
+                f"{t:.2f}% (ResNet-{d})" for d, t in zip(depths, tests))
+                + f" ({_seeds(errors, [('resnet', d) for d in depths])})")
         for r in runs:
             if (r.config["net"], r.config["depth"]) == ("resnet", 20) and paper_protocol(r.config):
                 gap = r.meta["final_test_error"] - PAPER_TEST_ERROR[("resnet", 20)]
@@ -154,6 +156,14 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
         [r for r in finished if r.meta["data_source"] != "official" and r.config["depth"] == 20], benchmarks)]
     return "\n".join(f"- **{question}** " + ("; ".join(a) if a else f"not measured yet: {why}") + "."
                      for (question, why), a in zip(QUESTIONS, answers))
+
+
+def _seeds(errors: dict, networks: list) -> str:
+    """How many seeds stand behind a comparison: with one, its size cannot be told from seed noise here."""
+    fewest = min(len(errors[n]) for n in networks)
+    if fewest == 1:
+        return "at least one network of a single seed: the spread between seeds is not measured here"
+    return f"means of {fewest} seeds or more each"
 
 
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:

@@ -377,6 +377,7 @@ def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_t
         "not measured yet: no study has finished two ResNet depths.",
         "not measured yet: no ResNet-20 of the paper's protocol (its full schedule) has finished."]
     full = "data fixture, paper's schedule (64,000 iterations), fp32"
+    one = "at least one network of a single seed: the spread between seeds is not measured here"
     fake_run(fixture_results, 13.0, net="plain", depth=20, schedule="1/8")  # a short study: plain-56 trains better
     fake_run(fixture_results, 12.0, net="plain", depth=56, schedule="1/8")
     fake_run(fixture_results, 12.0, net="resnet", depth=20, schedule="1/8")  # not the paper's protocol: no gap
@@ -384,9 +385,13 @@ def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_t
     assert lines[0] == (
         "- **Does plain-56 train worse than plain-20 (the degradation problem)?** "
         "no, in data fixture, 1/8 schedule (8,000 iterations), fp32: training error 11.55% (plain-20) and 10.55% "
-        f"(plain-56), test error 13.55% and 12.55%; yes, in {full}: training error 7.55% (plain-20) and 11.55% "
-        "(plain-56), test error 9.55% and 13.55%.")
-    assert lines[1] == f"- **Do deeper ResNets do better?** yes, in {full}: test error 9.05% (ResNet-20), 7.75% (ResNet-56)."
+        f"(plain-56), test error 13.55% and 12.55% ({one}); yes, in {full}: training error 7.55% (plain-20) and "
+        f"11.55% (plain-56), test error 9.55% and 13.55% ({one}).")
+    assert lines[1] == (f"- **Do deeper ResNets do better?** yes, in {full}: test error 9.05% (ResNet-20), 7.75% "
+                        f"(ResNet-56) ({one}).")
+    fake_run(fixture_results, 9.0, net="resnet", depth=20, seed=1)  # now three seeds of ResNet-56, two of ResNet-20
+    assert summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()[1].endswith(
+        "(means of 2 seeds or more each).")
     assert lines[2] == f"- **How far is ResNet-20 from the paper's 8.75%?** +0.30 points, in {full} (seed 0): 9.05% on the fixture test images."
 
 
