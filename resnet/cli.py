@@ -69,8 +69,9 @@ def main(argv=None) -> int:
     p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--parallel", type=_runs_at_once, default="auto", help=(
-        "runs at once, as separate processes; with several GPUs visible, per GPU (default: auto: one at a time "
-        "without CUDA; on CUDA, per network as many as a few timed steps at larger batches say the GPU has room for)"))
+        "runs at once, as separate processes; with several GPUs visible, per GPU; on the CPU, each with its share "
+        "of the threads (default: auto: one at a time without CUDA; on CUDA, per network as many as a few timed "
+        "steps at larger batches say the GPU has room for)"))
     p.add_argument("--results", default="results", help="results folder (default: results)")
     _add_limit_flags(p, "each run ")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -60,6 +60,16 @@ def place(loads: list[float], share: float) -> int | None:
     return device if loads[device] + share <= 1 + 1e-9 else None
 
 
+def cpu_threads_per_run(runs_at_once: int, threads: int | None = None) -> int:
+    """torch's intra-op threads for each of ``runs_at_once`` runs sharing the CPU: this process's ``threads``
+    (torch's, by default one per core) split between them, at least one each. Without the split, every run's
+    process would take all the threads, and N runs would fight over the cores (benchmarks/cpu_parallel.md
+    measures what the split gains over one run at a time)."""
+    import torch
+
+    return max(1, (threads or torch.get_num_threads()) // max(1, runs_at_once))
+
+
 def most_runs_per_gpu(gpus: int) -> int:
     """One run per CPU core at most (each process launches its own kernels), eight at most per GPU."""
     return max(1, min(max(BATCH_MULTIPLES), (os.cpu_count() or 1) // max(1, gpus)))

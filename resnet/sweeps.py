@@ -12,7 +12,7 @@ from pathlib import Path
 from . import results
 from .config import TrainConfig, resolve_source
 from .data import load_cifar10
-from .placement import measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
+from .placement import cpu_threads_per_run, measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
 from .runfolder import finished_meta
 from .trainer import train
 
@@ -24,9 +24,10 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     """Train, in the order given, every config not yet finished in ``results_dir``, and return their metadata.
 
     ``parallel`` N > 1 runs N at once, each in its own process (which ends if this one is killed); with several
-    GPUs visible, N per GPU, each process seeing one GPU. 'auto' (the default): one at a time without CUDA; on
-    CUDA, per network as many at once as ``placement.measure_runs_per_gpu`` finds the GPU has room for. A
-    process's output goes to ``train.log`` in its run folder.
+    GPUs visible, N per GPU, each process seeing one GPU; on the CPU, each with 1/N of this process's threads.
+    'auto' (the default): one at a time without CUDA; on CUDA, per network as many at once as
+    ``placement.measure_runs_per_gpu`` finds the GPU has room for. A process's output goes to ``train.log`` in its
+    run folder.
     ``stop_at`` stops each run at that iteration (see ``train``). ``time_limit`` (seconds) covers the whole sweep:
     each run stops at a checkpoint before it, and runs not reached are not started (nor returned); the next
     call resumes where this one stopped.
@@ -94,8 +95,10 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
                 c, share = queue.pop(0)
                 loads[device] += share
                 gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
+                on_cpu = c.device == "cpu" or (c.device == "auto" and gpus == 0)
                 job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": round(1 / share)}
+                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": round(1 / share),
+                       "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
                 c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
                 with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:
                     child = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
@@ -140,6 +143,10 @@ def child():
 
     threading.Thread(target=watch_parent, daemon=True).start()
     cfg = TrainConfig.from_dict(job["config"])
+    if job["cpu_threads"]:  # runs sharing the CPU split its cores (run.json records the count)
+        import torch
+
+        torch.set_num_threads(job["cpu_threads"])
     try:
         train(cfg, job["results"], stop_at=job["stop_at"], time_limit=job["time_limit"], progress=False,
               concurrent_runs=job["concurrent_runs"])

@@ -20,6 +20,17 @@ def test_study_cost_benchmark_smoke(tmp_path):
     assert "| cpu (" in table and "| fp32 | 2 |" in table and "[details](" in table
 
 
+def test_cpu_parallel_benchmark_smoke_times_one_run_alone_and_two_at_once(tmp_path):
+    from benchmarks import cpu_parallel
+
+    out = tmp_path / "cpu_parallel.md"
+    cpu_parallel.main(["--smoke", "--data", str(JPEG_ARCHIVE), "--out", str(out)])
+    assert "SMOKE MODE" in out.read_text()
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert row["network"] == "resnet-8" and row["threads each, 2 at once"] == max(1, row["threads alone"] // 2)
+    assert row["images/s, alone"] > 0 and row["images/s, 2 at once (together)"] > 0 and row["gain"] > 0
+
+
 def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
     from benchmarks import gpu_check
 

@@ -128,6 +128,33 @@ def test_each_run_of_a_parallel_sweep_sees_its_own_gpu_and_a_failure_names_its_l
     assert [c.gpu for c in started] == [None, None]  # a run asked for the CPU is given no GPU
 
 
+def test_runs_sharing_the_cpu_split_its_threads(tmp_path, monkeypatch, small_data):
+    import torch
+
+    from resnet import sweep
+    from resnet.placement import cpu_threads_per_run
+    from resnet.results import read_meta
+
+    assert [cpu_threads_per_run(k, threads=4) for k in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]
+    # A process left to itself takes a thread per core; two runs sharing this process's two take one each, and
+    # run.json records what each trained with.
+    alone = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True,
+                           env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
+    if int(alone.stdout) < 2:
+        pytest.skip("one core: a run alone would take one thread too")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        configs = [tiny_config(net=net, iterations=10, milestones=(5, 8)) for net in ("plain", "resnet")]
+        metas = sweep(configs, tmp_path, parallel=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [m["status"] for m in metas] == ["finished", "finished"]
+    assert [read_meta(c.run_dir(tmp_path) / "run.json")["cpu_threads"] for c in configs] == [1, 1]
+
+
 def test_a_sweep_as_local_jobs_trains_every_run_as_in_process(tmp_path, small_data):
     configs = [tiny_config(net=net) for net in ("plain", "resnet")]
     jobs = submit(configs, tmp_path / "jobs-results", launcher="local", timeout_min=5)

@@ -19,6 +19,37 @@ def _tool(name: str):
 cpu_campaign, gpu_round = _tool("cpu_campaign"), _tool("gpu_round")
 
 
+def test_the_campaign_trains_two_at_once_after_finishing_alone_a_run_begun_with_other_threads(
+        tmp_path, monkeypatch, capsys, small_data):
+    import torch
+
+    from resnet import train
+    from resnet.results import read_meta
+
+    from .conftest import tiny_config
+
+    configs = [tiny_config(depth=8, net=n, seed=s, iterations=20, milestones=(10, 15)) for n, s in
+               (("resnet", 0), ("plain", 0), ("resnet", 1))]
+    own = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # the first run began on both cores, the third on one (as two at once train)
+        train(configs[0], tmp_path, data=small_data, stop_at=10, progress=False)
+        torch.set_num_threads(1)
+        train(configs[2], tmp_path, data=small_data, stop_at=10, progress=False)
+        torch.set_num_threads(2)
+        monkeypatch.setattr(cpu_campaign, "campaign", lambda data: configs)
+        assert cpu_campaign.main(["--until", "23:59", "--results", str(tmp_path), "--parallel", "2"]) == 0
+        assert torch.get_num_threads() == 2  # given back after the run alone
+    finally:
+        torch.set_num_threads(own)
+    metas = [read_meta(c.run_dir(tmp_path) / "run.json") for c in configs]
+    assert [m["status"] for m in metas] == ["finished"] * 3
+    assert [m["cpu_threads"] for m in metas] == [2, 1, 1]
+    out = capsys.readouterr().out
+    assert "2 at once, 1 thread(s) each" in out and out.count("resumes alone") == 1
+    assert "resnet8-seed0 (1) resumes alone with the 2 thread(s) it started with" in out
+
+
 def test_the_campaign_trains_the_full_20s_then_ten_one_eighth_networks_then_the_full_56s_in_bf16():
     configs = cpu_campaign.campaign(str(JPEG_ARCHIVE))
     assert [(c.study, c.name) for c in configs] == (
