@@ -11,7 +11,7 @@ checkpoint before --until (the next call goes on from there). Start it in the ba
 log: nohup .venv/bin/python tools/cpu_campaign.py --until HH:MM > .campaign/campaign.log 2>&1 &
 
 Two runs train at once, one thread each (--parallel 2): on this project's 2-core CPU that finishes the campaign about
-10-17% sooner than one run at a time on both cores (benchmarks/cpu_parallel.md). Each run's output is in its
+8-15% sooner than one run at a time on both cores (benchmarks/cpu_parallel.md). Each run's output is in its
 folder's train.log. A run in progress that last trained with another thread count first finishes alone with that
 count, so that a run never changes its arithmetic part-way (a resume is bit-for-bit only with as many threads, and
 run.json records one count).
