@@ -48,6 +48,13 @@ def test_the_campaign_trains_two_at_once_after_finishing_alone_a_run_begun_with_
     out = capsys.readouterr().out
     assert "2 at once, 1 thread(s) each" in out and out.count("resumes alone") == 1
     assert "resnet8-seed0 (1) resumes alone with the 2 thread(s) it started with" in out
+    # a run stopped before its first checkpoint has nothing to keep consistent: it starts as two at once do
+    from resnet.results import write_meta
+
+    write_meta(metas[0] | {"status": "running", "iterations_done": 0}, configs[0].run_dir(tmp_path) / "run.json")
+    assert cpu_campaign.threads_in_progress(configs[0], tmp_path) is None
+    write_meta(metas[0] | {"status": "running", "iterations_done": 10}, configs[0].run_dir(tmp_path) / "run.json")
+    assert cpu_campaign.threads_in_progress(configs[0], tmp_path) == 2
 
 
 def test_the_campaign_trains_the_full_20s_then_ten_one_eighth_networks_then_the_full_56s_in_bf16():

@@ -56,12 +56,13 @@ def seconds_until(clock_time: str, now: dt.datetime | None = None) -> float:
 
 
 def threads_in_progress(cfg: TrainConfig, results: str | Path) -> int | None:
-    """The CPU threads a started, unfinished run of ``cfg`` last trained with (None: not started, or finished)."""
+    """The CPU threads an unfinished run of ``cfg`` last trained with (None: finished, or nothing trained yet, as
+    when a process was stopped before the run's first checkpoint)."""
     path = cfg.run_dir(results) / META_FILE
     if not path.exists():
         return None
     meta = read_meta(path)
-    return None if meta["status"] == "finished" else meta.get("cpu_threads")
+    return None if meta["status"] == "finished" or meta["iterations_done"] == 0 else meta.get("cpu_threads")
 
 
 def _report(metas: list[dict]):
