@@ -30,6 +30,9 @@ class Progress:
     rows: list[dict] = field(default_factory=list)  # log.csv so far
     warmup_end: int | None = None  # iteration at which the warm-up ended (None: still warming up)
     warm: float = 0.0  # wrong predictions since the last warm-up check
+    # the training loss and wrong predictions summed since the last row of log.csv: zero at an evaluation point,
+    # where checkpoints are normally made; not zero in one made when a time limit stopped the run mid-interval
+    window: list[float] = field(default_factory=lambda: [0.0, 0.0])
     wall_s: float = 0.0  # seconds trained, across resumes
     started: str = ""
     # the generator's device: its state does not carry across devices (a CPU generator rejects a CUDA state)

@@ -47,8 +47,8 @@ def _runs_at_once(text: str) -> int | str:
 def _add_limit_flags(parser: argparse.ArgumentParser, each: str = ""):
     parser.add_argument("--stop-at", type=int, help=f"{each}stop at the first checkpoint at or past this iteration (resumable)")
     parser.add_argument("--time-limit", type=float, help=(
-        "seconds: stop at a checkpoint before this limit (resumable; the time of one evaluation interval "
-        "must fit)"))
+        "seconds: stop at a checkpoint before this limit, at an evaluation point where the next interval would "
+        "not fit, or else at the first update past it (resumable, exactly)"))
 
 
 def main(argv=None) -> int:

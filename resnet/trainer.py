@@ -89,7 +89,9 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
 
     ``stop_at`` ends the call at the first evaluation point at or past that iteration; ``time_limit`` (seconds
     from this call) ends it at the last evaluation point from which one more evaluation interval, timed on the
-    one just done, would not fit. Either leaves a checkpoint to resume from (status 'running').
+    one just done, would not fit, or, where an interval outlasts the limit all the same (the first one after a
+    start, or a slower one), at the first iteration past the limit. Either leaves a checkpoint to resume from
+    (status 'running'), and the resumed run ends exactly where an uninterrupted one would.
     ``concurrent_runs`` (how many runs share the device, e.g. in a parallel sweep) is recorded in run.json.
     """
     call_start = clock()
@@ -128,7 +130,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
 
     # Metrics stay on the device and are read only at evaluation points (and warm-up checks); image counts
     # are known on the host, so nothing in the loop waits for the GPU.
-    window = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
+    window = torch.tensor(p.window, dtype=torch.float64, device=device)  # loss sum, wrong since the last row
     update = make_step(cfg, model, optimizer, window)
     warm = torch.tensor(p.warm, dtype=torch.float64, device=device)  # wrong since the last warm-up check
     timer = _Timer(p)
@@ -148,17 +150,24 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
                 if warmup_ended(p.iteration, 100 * warm.item() / seen, cfg):  # one host sync per check
                     p.warmup_end = p.iteration
                 warm.zero_()
-        if p.iteration % cfg.eval_every and p.iteration != cfg.total_iterations:
-            continue
-        p.rows.append(_evaluation_row(cfg, model, data, window, lr, timer, run_dir, meta, p))
-        results.write_csv(p.rows, run_dir / results.CSV_FILE)
-        bar.set_postfix(train_err=f"{p.rows[-1]['train_error']:.2f}", test_err=f"{p.rows[-1]['test_error']:.2f}")
-        if p.iteration == cfg.total_iterations:
-            break
-        stopping = (stop_at is not None and p.iteration >= stop_at) or (
-            deadline is not None and clock() + timer.last_interval > deadline)
+        if p.iteration % cfg.eval_every == 0 or p.iteration == cfg.total_iterations:
+            p.rows.append(_evaluation_row(cfg, model, data, window, lr, timer, run_dir, meta, p))
+            results.write_csv(p.rows, run_dir / results.CSV_FILE)
+            bar.set_postfix(train_err=f"{p.rows[-1]['train_error']:.2f}", test_err=f"{p.rows[-1]['test_error']:.2f}")
+            if p.iteration == cfg.total_iterations:
+                break
+            stopping = (stop_at is not None and p.iteration >= stop_at) or (
+                deadline is not None and clock() + timer.last_interval > deadline)
+        else:
+            # an interval that outlasts the limit (the first after a start, or one slower than the last) stops
+            # where it is, its training sums kept in the checkpoint, so the resume stays exact
+            stopping = deadline is not None and clock() > deadline
+            if not stopping:
+                continue
+            _check_finite(cfg, window, p, run_dir, meta)
         if p.iteration % cfg.checkpoint_every == 0 or stopping:
-            p.warm = warm.item()
+            p.warm, p.window = warm.item(), window.tolist()
+            timer.tick()
             checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, sampler, p)
             results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
             if stopping:
@@ -202,24 +211,18 @@ class _Timer:
         self.row_time, self.row_iteration = now, self.p.iteration
         return rate, self.p.wall_s
 
+    def tick(self):
+        """Bring the wall time across resumes up to now (for a checkpoint)."""
+        self.p.wall_s = self.wall_before + clock() - self.session_start
+
 
 def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, window: torch.Tensor, lr: float, timer: _Timer,
                     run_dir: Path, meta: dict, p: Progress) -> dict:
     """log.csv's row at this evaluation point; the training window is read and reset. A non-finite training
     loss stops the run (status 'diverged'), keeping the rows and checkpoint so far."""
-    loss_sum, wrong_sum = window.tolist()
+    loss_sum, wrong_sum = _check_finite(cfg, window, p, run_dir, meta)
     window.zero_()
-    seen = (p.iteration - timer.row_iteration) * cfg.batch_size
-    if not math.isfinite(loss_sum):
-        meta["status"] = "diverged"
-        results.write_meta(meta, run_dir / results.META_FILE)
-        last = p.rows[-1]["iteration"] if p.rows else 0
-        ckpt = run_dir / CHECKPOINT_FILE
-        kept = (f"the last good checkpoint {ckpt}" if ckpt.exists()
-                else "no checkpoint (none was written yet: the run restarts from the beginning)")
-        raise TrainingDiverged(
-            f"{cfg.name}: training loss became {loss_sum / seen} between iterations {last} and {p.iteration}; "
-            f"kept the rows so far in {run_dir / results.CSV_FILE} and {kept}")
+    seen = (p.iteration - _last_row(p)) * cfg.batch_size
     test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
     val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
                            if data.val_x is not None else (None, None))
@@ -228,6 +231,28 @@ def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, window: torch.Ten
             "train_loss": loss_sum / seen, "train_error": 100 * wrong_sum / seen,
             "test_loss": test_loss, "test_error": test_error, "val_loss": val_loss, "val_error": val_error,
             "elapsed_s": elapsed, "images_per_s": rate * cfg.batch_size}
+
+
+def _last_row(p: Progress) -> int:
+    """The iteration of log.csv's last row (0 before the first): where the training window began."""
+    return p.rows[-1]["iteration"] if p.rows else 0
+
+
+def _check_finite(cfg: TrainConfig, window: torch.Tensor, p: Progress, run_dir: Path, meta: dict) -> list[float]:
+    """The window's (loss sum, wrong); a non-finite loss stops the run (status 'diverged'), keeping the rows and
+    the last checkpoint, which was made before it."""
+    loss_sum, wrong_sum = window.tolist()
+    if not math.isfinite(loss_sum):
+        meta["status"] = "diverged"
+        results.write_meta(meta, run_dir / results.META_FILE)
+        ckpt = run_dir / CHECKPOINT_FILE
+        kept = (f"the last good checkpoint {ckpt}" if ckpt.exists()
+                else "no checkpoint (none was written yet: the run restarts from the beginning)")
+        seen = (p.iteration - _last_row(p)) * cfg.batch_size
+        raise TrainingDiverged(
+            f"{cfg.name}: training loss became {loss_sum / seen} between iterations {_last_row(p)} and "
+            f"{p.iteration}; kept the rows so far in {run_dir / results.CSV_FILE} and {kept}")
+    return [loss_sum, wrong_sum]
 
 
 def _finish(model, run_dir: Path, meta: dict, p: Progress) -> dict:

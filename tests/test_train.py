@@ -232,13 +232,78 @@ def test_a_half_schedule_run_trains_half_the_iterations_with_the_lr_divided_at_h
 
 # --- stopping on time ------------------------------------------------------------------------------
 
-def test_a_time_limit_stops_at_a_checkpoint_from_which_the_run_resumes(tmp_path, small_data):
-    cfg = tiny_config()
-    # no interval fits in 0 s: the run stops at its first evaluation point, with a checkpoint
+def step_clock(monkeypatch, seconds_per_step: float = 1.0):
+    """The trainer's clock, made to advance only as it trains: ``seconds_per_step`` per update, nothing else."""
+    import resnet.trainer
+
+    now = [0.0]
+    real_make_step = resnet.trainer.make_step
+
+    def make_step(*args, **kw):
+        update = real_make_step(*args, **kw)
+
+        def timed(*a):
+            now[0] += seconds_per_step
+            return update(*a)
+
+        return timed
+
+    monkeypatch.setattr(resnet.trainer, "make_step", make_step)
+    monkeypatch.setattr(resnet.trainer, "clock", lambda: now[0])
+
+
+def assert_same_run(a_dir: Path, b_dir: Path):
+    """Two finished runs with the same weights and the same log.csv, but for its timings."""
+    a = torch.load(a_dir / "weights.pt", weights_only=True)
+    b = torch.load(b_dir / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    timing = ["elapsed_s", "images_per_s"]
+    assert read_csv(a_dir / "log.csv").drop(columns=timing).equals(read_csv(b_dir / "log.csv").drop(columns=timing))
+
+
+def test_a_time_limit_stops_at_a_checkpoint_from_which_the_run_resumes(tmp_path, small_data, finished_run):
+    cfg, results, _ = finished_run
+    # no time at all: the first evaluation interval outlasts the limit, so the run stops after its first update,
+    # with a checkpoint, and the resume ends where the uninterrupted run did
     partial = train(cfg, tmp_path, data=small_data, time_limit=0, progress=False)
-    assert partial["status"] == "running" and partial["iterations_done"] == 10
+    assert partial["status"] == "running" and partial["iterations_done"] == 1
     assert (cfg.run_dir(tmp_path) / "checkpoint.pt").exists()
     assert train(cfg, tmp_path, data=small_data, time_limit=3600, progress=False)["status"] == "finished"
+    assert_same_run(cfg.run_dir(results), cfg.run_dir(tmp_path))
+
+
+def test_a_time_limit_stops_mid_interval_and_the_resume_is_exact(tmp_path, small_data, monkeypatch):
+    # 1 s per update, 10 updates per evaluation interval; the warm-up is on, checked every 5 updates, so the
+    # stops below fall inside both an evaluation interval and a warm-up check's window
+    cfg = tiny_config(warmup=True, warmup_until_error=0.0, warmup_max_iterations=15, warmup_check_every=5)
+    reference = train(cfg, tmp_path / "uninterrupted", data=small_data, progress=False)
+    step_clock(monkeypatch)
+    first = train(cfg, tmp_path, data=small_data, time_limit=3.5, progress=False)
+    assert first["iterations_done"] == 4 and first["wall_s"] == 4  # the first update past 3.5 s
+    # resumed at 4 s with a limit of 14 s: at iteration 10 the partial interval (6 s) still fits, the next,
+    # a whole one, outlasts the limit and is stopped at the first update past it
+    second = train(cfg, tmp_path, data=small_data, time_limit=14, progress=False)
+    assert second["status"] == "running" and second["iterations_done"] == 19
+    assert read_csv(cfg.run_dir(tmp_path) / "log.csv")["iteration"].tolist() == [10]
+    done = train(cfg, tmp_path, data=small_data, progress=False)
+    assert done["status"] == "finished" and done["warmup_end"] == reference["warmup_end"] == 15
+    assert_same_run(cfg.run_dir(tmp_path / "uninterrupted"), cfg.run_dir(tmp_path))
+    assert done["wall_s"] == 40  # every update's 1 s, across the three calls
+
+
+def test_a_run_diverging_where_a_time_limit_stops_it_mid_interval_keeps_its_last_good_checkpoint(
+        tmp_path, small_data, monkeypatch):
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    run_dir = cfg.run_dir(tmp_path)
+    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
+    poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
+    poisoned.train_x[::7] = float("nan")
+    step_clock(monkeypatch)
+    with pytest.raises(TrainingDiverged, match="loss became nan between iterations 20 and 25"):
+        train(cfg, tmp_path, data=poisoned, time_limit=4.5, progress=False)
+    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
 
 
 def test_a_sweep_out_of_time_starts_nothing(tmp_path):
@@ -317,16 +382,10 @@ def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_r
 
 
 def test_a_time_limit_stops_before_the_limit_when_the_next_interval_would_not_fit(tmp_path, small_data, monkeypatch):
-    import itertools
-
-    import resnet.trainer
-
-    # a clock that advances 1 s per reading: the trainer reads it at its start, when training starts, and twice per
-    # evaluation point, so each evaluation interval takes 1 s and the run is 4 s old at iteration 20
-    ticks = itertools.count()
-    monkeypatch.setattr(resnet.trainer, "clock", lambda: float(next(ticks)))
-    meta = train(tiny_config(), tmp_path, data=small_data, time_limit=4.5, progress=False)
-    assert meta["status"] == "running" and meta["iterations_done"] == 20  # 4 s + one more 1-s interval > 4.5 s
+    step_clock(monkeypatch)  # each evaluation interval takes 10 s
+    meta = train(tiny_config(), tmp_path, data=small_data, time_limit=25, progress=False)
+    assert meta["status"] == "running" and meta["iterations_done"] == 20  # 20 s + one more 10-s interval > 25 s
+    assert meta["wall_s"] == 20
 
 
 # --- one process per run ---------------------------------------------------------------------------
