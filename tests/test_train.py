@@ -144,15 +144,26 @@ def test_warmup_ends_and_the_lr_comes_back_to_0_1(tmp_path, small_data):
     assert train(cfg, tmp_path, data=small_data, progress=False)["warmup_end"] == 5
 
 
-def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint(tmp_path, small_data):
+def poisoned(data):
+    """``data`` with every seventh training image NaN: every batch makes the loss NaN."""
+    bad = dataclasses.replace(data, train_x=data.train_x.clone())
+    bad.train_x[::7] = float("nan")
+    return bad
+
+
+# without a time limit the NaN is found at the next evaluation point; with one that stops the run mid-interval
+# (after 5 updates of the step clock's 1 s), where the stop would otherwise write a checkpoint
+@pytest.mark.parametrize("time_limit, found_at", [(None, 30), (4.5, 25)])
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_its_checkpoint(tmp_path, small_data, monkeypatch,
+                                                                          time_limit, found_at):
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     run_dir = cfg.run_dir(tmp_path)
     checkpoint = (run_dir / "checkpoint.pt").read_bytes()
-    poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
-    poisoned.train_x[::7] = float("nan")
-    with pytest.raises(TrainingDiverged, match="loss became nan between iterations 20 and 30"):
-        train(cfg, tmp_path, data=poisoned, progress=False)
+    if time_limit is not None:
+        step_clock(monkeypatch)
+    with pytest.raises(TrainingDiverged, match=f"loss became nan between iterations 20 and {found_at}"):
+        train(cfg, tmp_path, data=poisoned(small_data), time_limit=time_limit, progress=False)
     assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint
     assert read_csv(run_dir / "log.csv")["iteration"].tolist() == [10, 20]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
@@ -289,21 +300,6 @@ def test_a_time_limit_stops_mid_interval_and_the_resume_is_exact(tmp_path, small
     assert done["status"] == "finished" and done["warmup_end"] == reference["warmup_end"] == 15
     assert_same_run(cfg.run_dir(tmp_path / "uninterrupted"), cfg.run_dir(tmp_path))
     assert done["wall_s"] == 40  # every update's 1 s, across the three calls
-
-
-def test_a_run_diverging_where_a_time_limit_stops_it_mid_interval_keeps_its_last_good_checkpoint(
-        tmp_path, small_data, monkeypatch):
-    cfg = tiny_config()
-    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
-    run_dir = cfg.run_dir(tmp_path)
-    checkpoint = (run_dir / "checkpoint.pt").read_bytes()
-    poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
-    poisoned.train_x[::7] = float("nan")
-    step_clock(monkeypatch)
-    with pytest.raises(TrainingDiverged, match="loss became nan between iterations 20 and 25"):
-        train(cfg, tmp_path, data=poisoned, time_limit=4.5, progress=False)
-    assert (run_dir / "checkpoint.pt").read_bytes() == checkpoint
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "diverged"
 
 
 def test_a_sweep_out_of_time_starts_nothing(tmp_path):
@@ -547,7 +543,5 @@ def test_errors_before_training_leave_no_run_folder(tmp_path):
 
 def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, small_data):
     cfg = tiny_config()
-    poisoned = dataclasses.replace(small_data, train_x=small_data.train_x.clone())
-    poisoned.train_x[::7] = float("nan")
     with pytest.raises(TrainingDiverged, match="and no checkpoint \\(none was written yet"):
-        train(cfg, tmp_path, data=poisoned, progress=False)
+        train(cfg, tmp_path, data=poisoned(small_data), progress=False)
