@@ -53,6 +53,10 @@ def test_figure6_from_fixture_results(fixture_results, tmp_path):
     fake_run(fixture_results, 16.0, net="plain", depth=32)  # ends at 16.55%: above the paper's range
     high = plot_figure6(load_runs(fixture_results))
     assert high.axes[0].get_ylim() == (0, 30)  # raised to keep the curves' last part in view
+    fake_run(fixture_results, 90.0, net="plain", depth=110)  # at chance, left out as in the paper
+    assert plot_figure6(load_runs(fixture_results)).axes[0].get_ylim() == (0, 30)  # the range of the curves drawn
+    fake_run(fixture_results, 70.0, net="plain", depth=44)
+    assert plot_figure6(load_runs(fixture_results)).axes[0].get_ylim() == (0, 100)  # an error never above 100%
     styles = {l.get_linestyle() for l in res.get_lines()}
     assert styles == {"--", "-"}  # dashed training error, solid test error
     assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(6.4)  # x in 1e4 iterations
