@@ -73,6 +73,9 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
                      f"`{Path(results_dir).name}/{study}/`, data source `{runs[0].meta['data_source']}`, "
                      f"trained on {', '.join(devices)}.")
         if finished:
+            parts[-1] += (f" Its {len(finished)} finished run{'s' if len(finished) > 1 else ''} trained for "
+                          f"{_duration(sum(r.meta['wall_s'] for r in finished))} in all (`wall_s` in run.json, summed: "
+                          "runs that trained at the same time, sharing a device, each count their whole time).")
             figure = Path(assets) / f"figure6-{study}.png"
             table = error_table(finished).drop(columns=["schedule", "iterations", "precision", "data"])
             lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
@@ -87,6 +90,10 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
         if progress:
             parts.append("In progress:\n\n" + "\n".join(progress))
     return "\n\n".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 def _beside_peers(runs, benchmarks: str | Path) -> list[str]:

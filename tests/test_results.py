@@ -340,6 +340,8 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     assert ("- plain20-seed0: running, checkpoint at 3,000 of 8,000 iterations (logged up to 8,000); test error "
             "12.55%, training error 10.55% at iteration 8,000") in short
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
+    assert "Its 1 finished run trained for 1 s in all" in short  # the running one not counted
+    assert "Its 7 finished runs trained for 7 s in all" in full  # fake_run's wall_s: 1 s each
     assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
     assert "for scale" not in text  # fixture data is no stand-in with a peer measurement
     (tmp_path / "peer-benchmarks").mkdir()
