@@ -98,7 +98,7 @@ def _draw_curves(ax, runs_and_colors: list[tuple[Run, str]], ylim, empty: str, w
                 label=network_label(run.config) + (f" ({run.meta['parameters']:,} params)" if with_params else ""))
     ax.set_ylim(*ylim)
     ax.set_xlabel("iter. (1e4)")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.xaxis.set_major_locator(plt.MaxNLocator(7, steps=[1, 2, 2.5, 5, 10]))  # the paper's 0, 1, ..., 6 at its schedule
     ax.grid(alpha=0.3)
     if runs_and_colors:
         ax.legend(loc="upper right", fontsize=7)
@@ -142,6 +142,7 @@ def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, no
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     for ax in (top, bottom):
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))  # layers are counted, never fractional
         ax.set_ylabel("std")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

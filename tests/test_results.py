@@ -60,6 +60,8 @@ def test_figure6_from_fixture_results(fixture_results, tmp_path):
     styles = {l.get_linestyle() for l in res.get_lines()}
     assert styles == {"--", "-"}  # dashed training error, solid test error
     assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(6.4)  # x in 1e4 iterations
+    lo, hi = res.get_xlim()
+    assert [t for t in res.get_xticks() if lo <= t <= hi] == [0, 1, 2, 3, 4, 5, 6]  # the paper's ticks
 
 
 def test_figure6_third_panel_when_resnet1202_exists(fixture_results, tmp_path):
@@ -98,6 +100,10 @@ def test_figure7_from_tiny_models(tmp_path):
     assert (tmp_path / "f7.png").exists() and len(fig.axes) == 2
     sorted_line = fig.axes[1].get_lines()[0].get_ydata()
     assert (np.diff(sorted_line) <= 0).all()
+    twenty = plot_figure7({"plain-20": np.linspace(1, 0.5, 19)})  # 19 layers: matplotlib's own ticks are 2.5 apart
+    for ax in twenty.axes:  # layer indices are whole numbers
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 # --- schema validation -----------------------------------------------------------------------------
