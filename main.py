@@ -113,10 +113,10 @@ print("\n".join(resnet.findings(runs)))
 # The output of every 3x3 layer after BN and before the addition/ReLU, over the test set, for the networks the paper
 # shows (those of them that are committed, from the study with the longest schedule). Top: in network order;
 # bottom: sorted by magnitude. The paper finds that ResNets respond less than plain nets, and deeper ResNets less
-# per layer.
+# per layer; both are checked below on each network's mean std over its layers.
 
 # %%
 fig7_study, fig7_runs = resnet.figure7_runs(runs)
 if fig7_runs:
-    stds, note = resnet.response_stds(fig7_runs, device=study.device)
-    figure7 = resnet.plot_figure7(stds, study.figure7_path(fig7_study), note=note)
+    figure7, fig7_numbers = resnet.draw_figure7(fig7_runs, study.figure7_path(fig7_study), device=study.device)
+    print("\n".join(resnet.response_findings(fig7_numbers["networks"])))

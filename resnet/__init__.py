@@ -16,9 +16,9 @@ from .sweeps import sweep
 from .trainer import TrainingDiverged, evaluate, learning_rate, train
 
 # imported on first use: matplotlib (figures) and pandas (tables) are not needed to train or to load a model
-_LAZY = {"figures": ("figure7_runs", "layer_response_std", "plot_figure6", "plot_figure7", "plot_shortcuts",
-                     "plot_studies", "response_stds"),
-         "compare": ("error_table", "findings", "format_table", "paper_protocol")}
+_LAZY = {"figures": ("draw_figure7", "figure7_data", "figure7_runs", "layer_response_std", "plot_figure6",
+                     "plot_figure7", "plot_shortcuts", "plot_studies"),
+         "compare": ("error_table", "findings", "format_table", "paper_protocol", "response_findings")}
 
 
 def __getattr__(name: str):

@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                    help="also draw shortcut options A/B/C (and plain) at this depth to assets/shortcuts-DEPTH.png")
     p.add_argument("--no-figure7", action="store_true", help=(
         "skip Figure 7 (std of layer responses of the paper's five networks, from the study with the longest "
-        "schedule, to assets/figure7-<study>.png: a pass over each network's test images)"))
+        "schedule, to assets/figure7-<study>.png and its numbers to assets/figure7-<study>.json: a pass over each "
+        "network's test images)"))
 
     p = sub.add_parser("report", help="rewrite README.md's generated sections (results, peer table) from the files")
     p.add_argument("--results", default="results", help="results folder (default: results)")
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("figure7", help="std of layer responses on the test set for saved runs (Figure 7)")
     p.add_argument("runs", nargs="+", help="run folders, e.g. results/plain20-seed0 results/resnet20-seed0")
     p.add_argument("--data", help="data source (default: each run's own)")
-    p.add_argument("--figure", default="assets/figure7.png", help="where to save Figure 7")
+    p.add_argument("--figure", default="assets/figure7.png", help="where to save Figure 7 (its numbers: the same name, .json)")
     p.add_argument("--device", default="auto")
 
     args = parser.parse_args(argv)
@@ -168,7 +169,7 @@ def _run(args) -> int:
         for run in args.runs:
             print(json.dumps(evaluate_run(run, args.data, args.device)))
     elif args.command == "plot":
-        from .figures import figure7_runs, plot_figure7, plot_shortcuts, plot_studies, response_stds
+        from .figures import draw_figure7, figure7_runs, plot_shortcuts, plot_studies
         from .compare import error_table, format_table
         from .results import load_runs
 
@@ -186,12 +187,12 @@ def _run(args) -> int:
         if paths and not args.no_figure7:
             path = Path(args.assets) / f"figure7-{study}.png"
             try:
-                stds, note = response_stds(paths)
+                _, numbers = draw_figure7(paths, path)
             except (OSError, ValueError) as e:  # the runs' data is not on this machine
                 print(f"Figure 7 not drawn: {e}", file=sys.stderr)
             else:
-                plot_figure7(stds, path, note)
-                print(f"Figure 7 of {study} saved to {path} ({', '.join(stds)})")
+                print(f"Figure 7 of {study} saved to {path}, its numbers to {path.with_suffix('.json')} "
+                      f"({', '.join(n['network'] for n in numbers['networks'])})")
         print(format_table(error_table(runs, peers=args.peers)))
     elif args.command == "report":
         from .report import update_readme
@@ -209,13 +210,14 @@ def _run(args) -> int:
         for run, what in import_study(args.archive, args.results).items():
             print(f"{run}: {what}")
     elif args.command == "figure7":
-        from .figures import response_stds, plot_figure7
+        from .compare import response_findings
+        from .figures import draw_figure7
 
-        stds, note = response_stds(args.runs, args.data, args.device)
-        plot_figure7(stds, args.figure, note)
-        for label, s in stds.items():
-            print(f"{label}: mean std {s.mean():.3f} over {len(s)} layers")
-        print(f"Figure 7 saved to {args.figure}")
+        _, numbers = draw_figure7(args.runs, args.figure, args.data, args.device)
+        for n in numbers["networks"]:
+            print(f"{n['network']}: mean std {sum(n['std']) / len(n['std']):.3f} over {len(n['std'])} layers")
+        print("\n".join(response_findings(numbers["networks"])))
+        print(f"Figure 7 saved to {args.figure}, its numbers to {Path(args.figure).with_suffix('.json')}")
     return 0
 
 

@@ -186,3 +186,24 @@ def _study_findings(runs: list[Run]) -> list[str]:
             seq = ", ".join(f"{d}: {e:.2f}" for d, e in zip(depths, errors))
             lines.append(f"{claim}, {what} error: {'holds' if ordered else 'does not hold'} ({seq})")
     return lines
+
+
+def response_findings(networks: list[dict]) -> list[str]:
+    """The paper's Figure 7 findings checked on each network's std per 3x3 layer (``figure7_data``'s "networks":
+    net, depth, std), summarised by the mean over the layers: ResNets respond less than plain nets of their depth,
+    and deeper ResNets respond less."""
+    mean = {(n["net"], n["depth"]): sum(n["std"]) / len(n["std"]) for n in networks}
+    measure = "Fig. 7, mean over the 3x3 layers of their responses' std"
+    lines = []
+    paired = sorted(d for net, d in mean if net == "resnet" and ("plain", d) in mean)
+    if paired:
+        holds = all(mean[("resnet", d)] < mean[("plain", d)] for d in paired)
+        seq = "; ".join(f"{d}: plain {mean[('plain', d)]:.3f}, ResNet {mean[('resnet', d)]:.3f}" for d in paired)
+        lines.append(f"ResNets respond less than plain nets of their depth ({measure}): "
+                     f"{'holds' if holds else 'does not hold'} ({seq})")
+    depths = sorted(d for net, d in mean if net == "resnet")
+    if len(depths) > 1:
+        holds = all(mean[("resnet", a)] > mean[("resnet", b)] for a, b in zip(depths, depths[1:]))
+        seq = ", ".join(f"{d}: {mean[('resnet', d)]:.3f}" for d in depths)
+        lines.append(f"deeper ResNets respond less ({measure}): {'holds' if holds else 'does not hold'} ({seq})")
+    return lines

@@ -1,6 +1,7 @@
 """Figure 6 (training curves) and Figure 7 (std of layer responses), drawn as in the paper."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from .models import CifarNet, capture_responses
 from .config import study_label
+from .files import write_atomic
 from .compare import comparable, in_trend, network_label, one_per_network
 from .results import Run, by_study
 
@@ -127,7 +129,7 @@ def layer_response_std(model: CifarNet, images: torch.Tensor, batch_size: int = 
         for i in range(0, len(images), batch_size):
             model(images[i:i + batch_size])
             layers = captured.pop()
-            stats = torch.tensor([[r.double().sum(), r.double().pow(2).sum(), r.numel()] for r in layers])
+            stats = torch.tensor([[r.sum(), r.square().sum(), r.numel()] for r in map(torch.Tensor.double, layers)])
             sums = stats if sums is None else sums + stats
     total, total_sq, count = sums.T
     return (total_sq / count - (total / count) ** 2).clamp_min(0).sqrt().numpy()
@@ -155,14 +157,28 @@ def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, no
     return fig
 
 
-def response_stds(run_dirs: list[str | Path], data: str | None = None, device: str = "auto") -> tuple[dict[str, np.ndarray], str]:
-    """Figure 7's data for saved runs: {network label: std per layer}, and a note naming the test images used."""
+def figure7_data(run_dirs: list[str | Path], data: str | None = None, device: str = "auto") -> dict:
+    """Figure 7's numbers for saved runs, with what they come from (JSON-ready): for each network its run folder
+    (``<study>/<name>``), the sha256 of its weights and the std per layer; and the test images used."""
     from .runs import load_run
 
-    stds, used = {}, set()
-    for run_dir in run_dirs:
+    networks, used = [], set()
+    for run_dir in map(Path, run_dirs):
         run = load_run(run_dir, device)
-        dd = run.data(data)
-        stds[network_label(run.meta["config"])] = layer_response_std(run.model, dd.test_x)
-        used.add(f"{study_label(run.meta['config'])}; {len(dd.test_x)} test images of {dd.source}")
-    return stds, "; ".join(sorted(used))
+        dd, config = run.data(data), run.meta["config"]
+        networks.append({"network": network_label(config), "net": config["net"], "depth": config["depth"],
+                         "run": f"{run_dir.parent.name}/{run_dir.name}", "weights_sha256": run.meta.get("weights_sha256"),
+                         "std": layer_response_std(run.model, dd.test_x).tolist()})
+        used.add(f"{study_label(config)}; {len(dd.test_x)} test images of {dd.source}")
+    return {"images": "; ".join(sorted(used)), "networks": networks}
+
+
+def draw_figure7(run_dirs: list[str | Path], path: str | Path | None = None, data: str | None = None,
+                 device: str = "auto") -> tuple[plt.Figure, dict]:
+    """Figure 7 of saved runs, and its numbers (``figure7_data``). With ``path``, the figure is saved there and its
+    numbers beside it (the same name, ``.json``), from which the README's report checks the paper's findings."""
+    numbers = figure7_data(run_dirs, data, device)
+    fig = plot_figure7({n["network"]: np.array(n["std"]) for n in numbers["networks"]}, path, numbers["images"])
+    if path is not None:
+        write_atomic(json.dumps(numbers, indent=1) + "\n", Path(path).with_suffix(".json"))
+    return fig, numbers

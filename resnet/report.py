@@ -85,11 +85,37 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
             if figure7.exists():
                 parts.append(f"![Figure 7, {study}]({figure7.as_posix()})\n\nFigure 7 (`python -m resnet plot`): the "
                              "std of each 3x3 layer's responses on the test images, after BN and before the addition "
-                             "and ReLU, for the networks of the paper's Figure 7 finished in this study.")
+                             "and ReLU, for the networks of the paper's Figure 7 finished in this study."
+                             + "".join(f"\n- {line}" for line in _figure7_lines(figure7, finished)))
         progress = _in_progress(runs)
         if progress:
             parts.append("In progress:\n\n" + "\n".join(progress))
     return "\n\n".join(parts)
+
+
+def _figure7_lines(figure: Path, finished) -> list[str]:
+    """The paper's Figure 7 findings, checked on the numbers saved beside the figure, if they are of the finished
+    runs' weights as run.json records them; otherwise what is wrong with them."""
+    import json
+
+    from .compare import response_findings
+
+    numbers_path = figure.with_suffix(".json")
+    if not numbers_path.exists():
+        return [f"its numbers are not saved ({numbers_path.name} is missing): run `python -m resnet plot`"]
+    try:
+        numbers = json.loads(numbers_path.read_text())
+        networks = numbers["networks"]
+        runs = {n["run"]: n["weights_sha256"] for n in networks}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{numbers_path}: malformed Figure 7 numbers ({type(e).__name__}: {e}); "
+                         "run `python -m resnet plot` to redraw it") from e
+    weights = {f"{r.path.parent.name}/{r.path.name}": r.meta.get("weights_sha256") for r in finished}
+    stale = sorted(run for run, sha in runs.items() if weights.get(run) != sha)
+    if stale:
+        return [f"its numbers ({numbers_path.name}) are not of the weights committed for {', '.join(stale)}: "
+                "run `python -m resnet plot`"]
+    return response_findings(networks)
 
 
 def _duration(seconds: float) -> str:

@@ -32,6 +32,27 @@ def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir)
     assert abs(report["test_error"] - meta["final_test_error"]) <= tolerance, report
 
 
+def test_committed_figure7_numbers_are_those_of_the_committed_weights_on_the_cpu():
+    import json
+
+    import numpy as np
+
+    from resnet import figure7_data, figure7_runs
+
+    study, paths = figure7_runs(load_runs(COMMITTED))
+    if not paths:
+        pytest.skip("no committed run of Figure 7's networks")
+    numbers = json.loads((ROOT / "assets" / f"figure7-{study}.json").read_text())
+    assert [n["run"] for n in numbers["networks"]] == [f"{p.parent.name}/{p.name}" for p in paths], (
+        "Figure 7 is not of the networks the committed runs give it: run `python -m resnet plot`")
+    again = figure7_data(paths, data=str(JPEG_ARCHIVE), device="cpu")
+    assert again["images"] == numbers["images"]
+    for saved, measured in zip(numbers["networks"], again["networks"]):
+        assert saved["weights_sha256"] == measured["weights_sha256"]
+        # the same weights and images on the same kind of CPU: only the thread count may change a summation order
+        np.testing.assert_allclose(saved["std"], measured["std"], rtol=1e-5, err_msg=saved["network"])
+
+
 @pytest.mark.parametrize("name", ["summary", "results", "peers"])
 def test_the_readmes_numbers_are_generated_from_the_committed_runs_and_measurements(name):
     from resnet.report import markers, sections

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
-                    plot_figure6, plot_figure7, plot_shortcuts, pretrained)
+                    plot_figure6, plot_figure7, plot_shortcuts, pretrained, response_findings)
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv
 
-from .conftest import FIXTURE_STUDY, ROOT, fake_run, tiny_config
+from .conftest import FIXTURE_STUDY, ROOT, fake_run, tiny_config, write_official
 
 
 @pytest.fixture
@@ -104,6 +104,36 @@ def test_figure7_from_tiny_models(tmp_path):
     for ax in twenty.axes:  # layer indices are whole numbers
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_the_figure7_command_draws_any_runs_saves_their_numbers_and_prints_the_findings(tmp_path, capsys):
+    tiny = write_official(tmp_path / "tiny" / "cifar-10-batches-py")
+    base = TrainConfig(data=str(tiny), train_subset=20, test_subset=10)
+    runs = [str(fake_run(tmp_path / "results", 10.0, config=dataclasses.replace(base, net="resnet", depth=d)))
+            for d in (20, 32)]
+    assert main(["figure7", *runs, "--figure", str(tmp_path / "f7" / "mine.png")]) == 0
+    out = capsys.readouterr().out
+    assert "ResNet-32: mean std" in out and "deeper ResNets respond less" in out
+    mine = json.loads((tmp_path / "f7" / "mine.json").read_text())
+    assert [n["network"] for n in mine["networks"]] == ["ResNet-20", "ResNet-32"] and "10 test images" in mine["images"]
+    assert (tmp_path / "f7" / "mine.png").exists()
+
+
+def test_figure7_findings_are_checked_on_the_mean_std_per_layer():
+    def net(kind, depth, *stds):
+        return {"net": kind, "depth": depth, "std": list(stds)}
+
+    measure = "Fig. 7, mean over the 3x3 layers of their responses' std"
+    assert response_findings([net("plain", 20, 1.0, 0.8), net("resnet", 20, 0.5, 0.9)]) == [
+        f"ResNets respond less than plain nets of their depth ({measure}): holds (20: plain 0.900, ResNet 0.700)"]
+    assert response_findings([net("plain", 20, 0.5), net("resnet", 20, 0.6), net("plain", 56, 0.9),
+                              net("resnet", 56, 0.4)])[0].endswith(
+        "does not hold (20: plain 0.500, ResNet 0.600; 56: plain 0.900, ResNet 0.400)")  # every depth must hold
+    deeper = response_findings([net("resnet", 20, 0.8), net("resnet", 56, 0.6), net("resnet", 110, 0.7)])
+    assert deeper == [f"deeper ResNets respond less ({measure}): does not hold (20: 0.800, 56: 0.600, 110: 0.700)"]
+    assert response_findings([net("resnet", 20, 0.8), net("resnet", 56, 0.6)]) == [
+        f"deeper ResNets respond less ({measure}): holds (20: 0.800, 56: 0.600)"]
+    assert response_findings([net("plain", 20, 0.8), net("plain", 56, 0.6)]) == []  # nothing the paper claims
 
 
 # --- schema validation -----------------------------------------------------------------------------
@@ -435,8 +465,26 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
     study = dataclasses.replace(base).study
     assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "assets")]) == 0
     assert f"Figure 7 of {study} saved to" in capsys.readouterr().out  # the full schedule's, not the 1/8 one's
-    assert sorted(p.name for p in (tmp_path / "assets").glob("figure7-*")) == [f"figure7-{study}.png"]
+    assert sorted(p.name for p in (tmp_path / "assets").glob("figure7-*")) == [f"figure7-{study}.json",
+                                                                                 f"figure7-{study}.png"]
     text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
     assert text.count("![Figure 7") == 1 and f"figure7-{study}.png" in text
+    numbers_path = tmp_path / "assets" / f"figure7-{study}.json"  # the figure's numbers, beside it
+    numbers = json.loads(numbers_path.read_text())
+    assert [(n["network"], n["run"]) for n in numbers["networks"]] == [
+        ("plain-20", f"{study}/plain20-seed0"), ("ResNet-20", f"{study}/resnet20-seed0")]
+    assert all(len(n["std"]) == 19 for n in numbers["networks"]) and "10000 test images" in numbers["images"]
+    findings = response_findings(numbers["networks"])
+    assert len(findings) == 1 and findings[0] in text  # the finding checked in the README, from the saved numbers
+    numbers["networks"][1]["weights_sha256"] = "0" * 64  # numbers of other weights than the run's
+    numbers_path.write_text(json.dumps(numbers))
+    text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
+    assert findings[0] not in text and f"not of the weights committed for {study}/resnet20-seed0" in text
+    numbers_path.write_text("{")
+    with pytest.raises(ValueError, match="malformed Figure 7 numbers"):
+        results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
+    numbers_path.unlink()
+    assert "its numbers are not saved" in results_markdown(tmp_path / "results", tmp_path / "assets",
+                                                           tmp_path / "no-benchmarks")
     assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "a2"), "--no-figure7"]) == 0
     assert not list((tmp_path / "a2").glob("figure7-*"))
