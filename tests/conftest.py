@@ -115,3 +115,13 @@ def isolated_cache(tmp_path, monkeypatch):
 def _deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Each test's figures closed after it (pyplot keeps every figure open until closed)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
