@@ -99,6 +99,7 @@ def _figure7_lines(figure: Path, finished) -> list[str]:
     import json
 
     from .compare import response_findings
+    from .figures import figure7_runs
 
     numbers_path = figure.with_suffix(".json")
     if not numbers_path.exists():
@@ -111,10 +112,14 @@ def _figure7_lines(figure: Path, finished) -> list[str]:
         raise ValueError(f"{numbers_path}: malformed Figure 7 numbers ({type(e).__name__}: {e}); "
                          "run `python -m resnet plot` to redraw it") from e
     weights = {f"{r.path.parent.name}/{r.path.name}": r.meta.get("weights_sha256") for r in finished}
+    drawn = [f"{p.parent.name}/{p.name}" for p in figure7_runs(finished)[1]]
     stale = sorted(run for run, sha in runs.items() if weights.get(run) != sha)
     if stale:
-        return [f"its numbers ({numbers_path.name}) are not of the weights committed for {', '.join(stale)}: "
+        return [f"its numbers ({numbers_path.name}) are not of the weights now saved for {', '.join(stale)}: "
                 "run `python -m resnet plot`"]
+    if list(runs) != drawn:
+        return [f"its numbers ({numbers_path.name}) are of {', '.join(runs)}, not of the runs it now draws "
+                f"({', '.join(drawn)}): run `python -m resnet plot`"]
     return response_findings(networks)
 
 

@@ -119,6 +119,25 @@ def test_the_figure7_command_draws_any_runs_saves_their_numbers_and_prints_the_f
     assert (tmp_path / "f7" / "mine.png").exists()
 
 
+def test_the_report_names_figure7_numbers_that_are_not_of_the_runs_it_draws(tmp_path):
+    from resnet.report import results_markdown
+
+    results, assets = tmp_path / "results", tmp_path / "assets"
+    for net in ("plain", "resnet"):
+        fake_run(results, 10.0, net=net, depth=20)
+    assets.mkdir()
+    (assets / f"figure7-{FIXTURE_STUDY}.png").write_bytes(b"")
+    networks = [{"network": f"{net}-20", "net": net, "depth": 20, "run": f"{FIXTURE_STUDY}/{net}20-seed0",
+                 "weights_sha256": None, "std": [std]} for net, std in (("plain", 0.9), ("resnet", 0.7))]
+    (assets / f"figure7-{FIXTURE_STUDY}.json").write_text(json.dumps({"images": "fixture", "networks": networks}))
+    assert "ResNets respond less than plain nets of their depth" in results_markdown(results, assets, tmp_path)
+    fake_run(results, 7.0, net="resnet", depth=56)  # finished since: Figure 7 now draws three networks
+    text = results_markdown(results, assets, tmp_path)
+    assert "ResNets respond less" not in text and (
+        f"are of {FIXTURE_STUDY}/plain20-seed0, {FIXTURE_STUDY}/resnet20-seed0, not of the runs it now draws "
+        f"({FIXTURE_STUDY}/plain20-seed0, {FIXTURE_STUDY}/resnet20-seed0, {FIXTURE_STUDY}/resnet56-seed0)") in text
+
+
 def test_figure7_findings_are_checked_on_the_mean_std_per_layer():
     def net(kind, depth, *stds):
         return {"net": kind, "depth": depth, "std": list(stds)}
@@ -479,7 +498,7 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
     numbers["networks"][1]["weights_sha256"] = "0" * 64  # numbers of other weights than the run's
     numbers_path.write_text(json.dumps(numbers))
     text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
-    assert findings[0] not in text and f"not of the weights committed for {study}/resnet20-seed0" in text
+    assert findings[0] not in text and f"not of the weights now saved for {study}/resnet20-seed0" in text
     numbers_path.write_text("{")
     with pytest.raises(ValueError, match="malformed Figure 7 numbers"):
         results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
