@@ -173,6 +173,30 @@ def figure7_data(run_dirs: list[str | Path], data: str | None = None, device: st
     return {"images": "; ".join(sorted(used)), "networks": networks}
 
 
+FIGURE7_NETWORK_FIELDS = {"network": str, "net": str, "depth": int, "run": str, "weights_sha256": (str, type(None)),
+                          "std": list}  # one entry of figure7_data's "networks"
+
+
+def read_figure7_numbers(path: str | Path) -> dict:
+    """Figure 7's numbers as ``draw_figure7`` saved them, validated: a damaged or hand-edited file is named."""
+    path = Path(path)
+    try:
+        numbers = json.loads(path.read_text())
+        problems = [] if isinstance(numbers.get("images"), str) else ["'images' is not a text"]
+        networks = numbers["networks"]
+        for i, n in enumerate(networks):
+            problems += [f"network {i}: '{k}' missing or not {getattr(t, '__name__', 'text or null')}"
+                         for k, t in FIGURE7_NETWORK_FIELDS.items() if not isinstance(n.get(k), t)]
+            if isinstance(n.get("std"), list) and not (n["std"] and all(isinstance(v, float) for v in n["std"])):
+                problems.append(f"network {i}: 'std' is not a list of numbers")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        problems = [f"{type(e).__name__}: {e}"]
+    if problems:
+        raise ValueError(f"{path}: malformed Figure 7 numbers ({'; '.join(problems)}); run `python -m resnet plot` "
+                         "to redraw it")
+    return numbers
+
+
 def draw_figure7(run_dirs: list[str | Path], path: str | Path | None = None, data: str | None = None,
                  device: str = "auto") -> tuple[plt.Figure, dict]:
     """Figure 7 of saved runs, and its numbers (``figure7_data``). With ``path``, the figure is saved there and its

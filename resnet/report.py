@@ -96,21 +96,14 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
 def _figure7_lines(figure: Path, finished) -> list[str]:
     """The paper's Figure 7 findings, checked on the numbers saved beside the figure, if they are of the finished
     runs' weights as run.json records them; otherwise what is wrong with them."""
-    import json
-
     from .compare import response_findings
-    from .figures import figure7_runs
+    from .figures import figure7_runs, read_figure7_numbers
 
     numbers_path = figure.with_suffix(".json")
     if not numbers_path.exists():
         return [f"its numbers are not saved ({numbers_path.name} is missing): run `python -m resnet plot`"]
-    try:
-        numbers = json.loads(numbers_path.read_text())
-        networks = numbers["networks"]
-        runs = {n["run"]: n["weights_sha256"] for n in networks}
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{numbers_path}: malformed Figure 7 numbers ({type(e).__name__}: {e}); "
-                         "run `python -m resnet plot` to redraw it") from e
+    networks = read_figure7_numbers(numbers_path)["networks"]
+    runs = {n["run"]: n["weights_sha256"] for n in networks}
     weights = {f"{r.path.parent.name}/{r.path.name}": r.meta.get("weights_sha256") for r in finished}
     drawn = [f"{p.parent.name}/{p.name}" for p in figure7_runs(finished)[1]]
     stale = sorted(run for run, sha in runs.items() if weights.get(run) != sha)

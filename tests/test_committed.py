@@ -33,16 +33,15 @@ def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir)
 
 
 def test_committed_figure7_numbers_are_those_of_the_committed_weights_on_the_cpu():
-    import json
-
     import numpy as np
 
     from resnet import figure7_data, figure7_runs
+    from resnet.figures import read_figure7_numbers
 
     study, paths = figure7_runs(load_runs(COMMITTED))
     if not paths:
         pytest.skip("no committed run of Figure 7's networks")
-    numbers = json.loads((ROOT / "assets" / f"figure7-{study}.json").read_text())
+    numbers = read_figure7_numbers(ROOT / "assets" / f"figure7-{study}.json")
     assert [n["run"] for n in numbers["networks"]] == [f"{p.parent.name}/{p.name}" for p in paths], (
         "Figure 7 is not of the networks the committed runs give it: run `python -m resnet plot`")
     again = figure7_data(paths, data=str(JPEG_ARCHIVE), device="cpu")

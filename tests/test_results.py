@@ -1,6 +1,7 @@
 """Results files, the error table, Figures 6 and 7, the command line and torch.hub loading."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -136,6 +137,30 @@ def test_the_report_names_figure7_numbers_that_are_not_of_the_runs_it_draws(tmp_
     assert "ResNets respond less" not in text and (
         f"are of {FIXTURE_STUDY}/plain20-seed0, {FIXTURE_STUDY}/resnet20-seed0, not of the runs it now draws "
         f"({FIXTURE_STUDY}/plain20-seed0, {FIXTURE_STUDY}/resnet20-seed0, {FIXTURE_STUDY}/resnet56-seed0)") in text
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda d: d.pop("networks"), "KeyError"),
+    (lambda d: d.update(images=3), "'images' is not a text"),
+    (lambda d: d["networks"][1].pop("depth"), "network 1: 'depth' missing or not int"),
+    (lambda d: d["networks"][0].update(weights_sha256=7), "network 0: 'weights_sha256' missing or not text or null"),
+    (lambda d: d["networks"][0].update(std=[0.5, "big"]), "network 0: 'std' is not a list of numbers"),
+    (lambda d: d["networks"][0].update(std=[]), "network 0: 'std' is not a list of numbers"),
+    (lambda d: d.update(networks="all"), "AttributeError"),
+])
+def test_damaged_figure7_numbers_are_named(tmp_path, damage, match):
+    from resnet.figures import read_figure7_numbers
+
+    numbers = {"images": "fixture", "networks": [
+        {"network": name, "net": net, "depth": 20, "run": f"s/{net}20-seed0", "weights_sha256": None, "std": [0.5]}
+        for name, net in (("plain-20", "plain"), ("ResNet-20", "resnet"))]}
+    path = tmp_path / "figure7-s.json"
+    path.write_text(json.dumps(numbers))
+    assert read_figure7_numbers(path) == numbers
+    damage(numbers)
+    path.write_text(json.dumps(numbers))
+    with pytest.raises(ValueError, match=f"figure7-s.json: malformed Figure 7 numbers .*{re.escape(match)}"):
+        read_figure7_numbers(path)
 
 
 def test_figure7_findings_are_checked_on_the_mean_std_per_layer():
