@@ -56,7 +56,7 @@ OPTIONAL_META_FIELDS = {
     "note": str,  # how a run was changed after training (e.g. moved into its study folder)
     # the last session's numerics on CUDA (see provenance.numerics): TF32 and cuDNN's algorithm choice
     "tf32_matmul": bool, "tf32_cudnn": bool, "cudnn_benchmark": bool, "cudnn_deterministic": bool,
-    "concurrent_runs": int,  # runs sharing the device in the last session (a parallel sweep's)
+    "concurrent_runs": int,  # runs sharing the device at once in the last session, at most (a parallel sweep's)
     "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
 }
 

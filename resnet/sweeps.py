@@ -89,6 +89,7 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     queue, loads, running, started, failed = list(zip(pending, shares)), [0.0] * max(1, gpus), [], [], []
+    per_device = -(-len(pending) // max(1, gpus))  # at most this many share a device: 4 runs in 10 slots are 4
     try:
         while (queue and not _out_of_time(deadline)) or running:
             while queue and not _out_of_time(deadline) and (device := place(loads, queue[0][1])) is not None:
@@ -97,7 +98,8 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
                 gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
                 on_cpu = c.device == "cpu" or (c.device == "auto" and gpus == 0)
                 job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-                       "time_limit": _time_left(deadline), "parent": os.getpid(), "concurrent_runs": round(1 / share),
+                       "time_limit": _time_left(deadline), "parent": os.getpid(),
+                       "concurrent_runs": min(round(1 / share), per_device),
                        "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
                 c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
                 with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:

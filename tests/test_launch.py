@@ -155,6 +155,15 @@ def test_runs_sharing_the_cpu_split_its_threads(tmp_path, monkeypatch, small_dat
     assert [read_meta(c.run_dir(tmp_path) / "run.json")["cpu_threads"] for c in configs] == [1, 1]
 
 
+def test_run_json_counts_the_runs_that_shared_the_device_not_the_sweep_s_slots(tmp_path, small_data):
+    from resnet import sweep
+    from resnet.results import read_meta
+
+    configs = [tiny_config(seed=seed, iterations=4, milestones=(2, 3)) for seed in (0, 1)]
+    sweep(configs, tmp_path, parallel=4, progress=False)  # two runs in four slots: two shared the CPU
+    assert [read_meta(c.run_dir(tmp_path) / "run.json")["concurrent_runs"] for c in configs] == [2, 2]
+
+
 def test_a_sweep_as_local_jobs_trains_every_run_as_in_process(tmp_path, small_data):
     configs = [tiny_config(net=net) for net in ("plain", "resnet")]
     jobs = submit(configs, tmp_path / "jobs-results", launcher="local", timeout_min=5)

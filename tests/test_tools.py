@@ -283,6 +283,60 @@ def test_the_device_command_measures_then_trains_for_the_rest_of_its_time(tmp_pa
     assert [c[0] for c in calls] == ["check", "cost"]
 
 
+def test_a_repeat_on_the_warm_machine_trains_at_once_on_the_check_it_made_at_this_commit(tmp_path, monkeypatch):
+    calls, bench = [], tmp_path / "bench"
+
+    def check(bench, data, seconds, smoke):
+        calls.append("check")
+        (bench / "gpu_check.json").write_text(json.dumps({"checks": [], "speed": [{"speed-up": "3.00x"}]}))
+        return 0
+
+    monkeypatch.setattr(gpu_session, "facts", lambda: None)
+    monkeypatch.setattr(gpu_session, "run_check", check)
+    monkeypatch.setattr(gpu_session, "run_cost", lambda *a: calls.append("cost") or 0)
+    monkeypatch.setattr(gpu_session.gpu_round, "main", lambda argv: calls.append(argv[-1]) or 0)
+    call = lambda n: ["device", "--out", str(tmp_path / f"out{n}"), "--bench", str(bench), "--seconds", "300"]  # noqa: E731
+    monkeypatch.delenv("RESNET_GIT_COMMIT", raising=False)
+    assert gpu_session.main(call(0)) == 0 and gpu_session.main(call(1)) == 0  # commit unknown: never taken as read
+    assert calls == ["check", "cost", "--cuda-graph"] * 2
+    calls.clear()
+    monkeypatch.setenv("RESNET_GIT_COMMIT", "a" * 40)
+    assert gpu_session.main(call(2)) == 0 and gpu_session.main(call(3)) == 0
+    assert calls == ["check", "cost", "--cuda-graph", "--cuda-graph"]  # the repeat: the verdict of the first
+    assert (tmp_path / "out2" / "benchmarks.tar").exists() and not (tmp_path / "out3").joinpath("benchmarks.tar").exists()
+    calls.clear()
+    monkeypatch.setenv("RESNET_GIT_COMMIT", "b" * 40)  # other code on this machine: measured again
+    assert gpu_session.main(call(4)) == 0 and calls == ["check", "cost", "--cuda-graph"]
+    (bench / gpu_session.MEASURED_FILE).write_text("{not json")
+    calls.clear()
+    assert gpu_session.main(call(5)) == 0 and calls == ["check", "cost", "--cuda-graph"]
+
+
+def test_finish_brings_each_run_home_at_the_furthest_iteration_any_call_reached(tmp_path, small_data, capsys):
+    from resnet import train
+    from resnet.transfer import export_study
+
+    from .conftest import tiny_config
+
+    _git_repo(tmp_path / "repo")
+    results, away = tmp_path / "repo" / "results", tmp_path / "away"
+    cfg = tiny_config(precision="bf16")
+    train(cfg, results, data=small_data, stop_at=10, progress=False)
+    export_study(cfg.run_dir(results).parent, tmp_path / "carry.tar", unfinished=True, names=[cfg.name])
+    gpu_session.import_study(tmp_path / "carry.tar", away)
+    for n, stop_at in ((1, 20), (2, 30)):  # the first call, then its repeat on the warm machine
+        train(cfg, away, data=small_data, stop_at=stop_at, progress=False)
+        export_study(cfg.run_dir(away).parent, tmp_path / f"call{n}" / f"{cfg.study}.tar", unfinished=True,
+                     names=[cfg.name])
+    done = lambda: gpu_session.read_meta(cfg.run_dir(results) / "run.json")["iterations_done"]  # noqa: E731
+    outcome = gpu_session.finish([tmp_path / "call2", tmp_path / "call1"], JPEG_ARCHIVE, results, tmp_path / "repo")
+    assert outcome == {cfg.study: {cfg.name: "updated"}} and done() == 30  # out of order: the older one is kept
+    assert f"{tmp_path / 'call1'}: {cfg.study}/{cfg.name}: kept: here at iteration 30, the archive at 20" in (
+        capsys.readouterr().out)
+    with pytest.raises(SystemExit, match="no such folder"):
+        gpu_session.finish([tmp_path / "call3"], JPEG_ARCHIVE, results, tmp_path / "repo")
+
+
 def test_a_round_whose_training_fails_still_returns_what_it_holds(tmp_path, monkeypatch, small_data, capsys):
     import dataclasses
 

@@ -1,18 +1,22 @@
-"""A GPU session in one device call: stage it here, run it there, bring it home.
+"""A GPU session in a device call or two: stage it here, run it there, bring it home.
 
-    python tools/gpu_session.py prepare            # here: stages .gpu/, prints the device call to make
+    python tools/gpu_session.py prepare            # here: stages .gpu/, prints the device calls to make
     (device call) python3 tools/gpu_session.py device --out $OUT 2>&1 | tee $OUT/session.log
-    python tools/gpu_session.py finish DIR         # here: DIR is the call's files_at; imports, puts back
+    python tools/gpu_session.py finish DIR [DIR...]  # here: each call's files_at, in order; imports, puts back
 
-A session is lent 15 minutes of device time, the machine's start included, and a command may run 10; so the
-whole session is one command of about 8 minutes (--seconds), with time to spare for a short second one:
+A session is lent 15 minutes of device time (the machine's start, each call's transfers and the idle time between
+calls included), and a command may run 10; so the session is one command of about 9 minutes (--seconds), then, on
+the machine while it is still warm, the same command again for what is left (--seconds: budget_left_s less a
+minute):
   device  1. facts: the GPU, driver, torch, CUDA and cuDNN, any official CIFAR-10 copy on the machine;
           2. the CUDA check, quick (benchmarks/gpu_check.py --quick: the checks and each network's eager and
              graphed step, a couple of minutes), and what the study costs in bf16 (benchmarks/study_cost.py, a
-             minute), both into $OUT/benchmarks.tar;
+             minute), both into $OUT/benchmarks.tar; a call on a machine that measured them at this commit
+             already (the repeat) takes their verdict from there (.gpu/bench/measured.json) and trains at once;
           3. the training (tools/gpu_round.py) for the rest of the time, with the graphed step if every check
              passed and it is at least MIN_SPEEDUP times the eager one on the median network; every run comes
-             back through $OUT, unfinished ones as checkpoints.
+             back through $OUT, unfinished ones as checkpoints. The repeat trains on from the runs the machine
+             holds (newer than those carried in: the import keeps the further one).
 What travels is at most 64 MiB: the tree, the JPEG archive (19 MB) and the unfinished runs. The committed
 weights do not need to (the round reads run.json to know what is finished), so `prepare` takes them out of the
 index and ignores them for the call (they stay in place, and in HEAD), and `finish` puts them back.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -49,6 +54,10 @@ EXPORT_MARGIN_S = 45  # the round's export and the end of the command, after its
 COST_SECONDS = 120  # benchmarks/study_cost.py's share at most
 BENCHMARKS_TAR = "benchmarks.tar"
 BENCHMARK_FILES = ("gpu_check.md", "gpu_check.json", "study_cost_cuda_bf16.md", "study_cost_cuda_bf16.json")
+MEASURED_FILE = "measured.json"  # on the machine, in --bench: the commit its check and cost were measured at
+FIRST_CALL_S = 550  # the first call's --seconds: the command's 600 s limit, less the round's overrun and a margin
+CHANGED = ("added", "updated")  # import_study's verdicts that write the run here
+REPEAT_MARGIN_S = 60  # a repeat's --seconds is budget_left_s less this: its transfers, and the gap before it
 EXCLUDE_START, EXCLUDE_END = "# gpu_session: weights set aside (start)", "# gpu_session: weights set aside (end)"
 
 
@@ -129,22 +138,29 @@ def prepare(data: Path, results: Path = ROOT / "results", root: Path = ROOT, gpu
     return [str(c.relative_to(root)) for c in carry]
 
 
-def finish(returned: Path, data: Path, results: Path = ROOT / "results", root: Path = ROOT) -> dict:
-    """Bring a session home: the weights back, the returned studies imported, the CUDA check into benchmarks/."""
+def finish(returned: Path | list[Path], data: Path, results: Path = ROOT / "results", root: Path = ROOT) -> dict:
+    """Bring a session home: the weights back, the returned studies imported, the CUDA check into benchmarks/.
+    ``returned`` is each call's files_at, in the order of the calls: a run comes home at the furthest iteration any
+    of them reached (the import keeps the further one), so a call whose machine was lost costs nothing."""
     put_weights_back(root)
     outcome = {}
-    for study in studies(data):
-        for archive in (returned / f"{study}.tar", returned / f"{study}.tar.part000"):
-            if archive.exists():
-                outcome[study] = import_study(archive, results)
-                for run, what in outcome[study].items():
-                    print(f"{study}/{run}: {what}")
-    if (returned / BENCHMARKS_TAR).exists():
-        with tarfile.open(returned / BENCHMARKS_TAR) as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name in BENCHMARK_FILES:  # no other name is ever written
-                    write_atomic(tar.extractfile(member).read(), root / "benchmarks" / member.name)
-                    print(f"benchmarks/{member.name} updated")
+    for files_at in [returned] if isinstance(returned, Path) else returned:
+        if not files_at.is_dir():
+            raise SystemExit(f"{files_at}: no such folder (a device call's files_at)")
+        for study in studies(data):
+            for archive in (files_at / f"{study}.tar", files_at / f"{study}.tar.part000"):
+                if archive.exists():
+                    for run, what in import_study(archive, results).items():
+                        print(f"{files_at}: {study}/{run}: {what}")
+                        before = outcome.setdefault(study, {}).get(run)
+                        if before is None or (what in CHANGED and before not in CHANGED):
+                            outcome[study][run] = what  # what happened to the run here: a change outranks none
+        if (files_at / BENCHMARKS_TAR).exists():
+            with tarfile.open(files_at / BENCHMARKS_TAR) as tar:
+                for member in tar.getmembers():
+                    if member.isfile() and member.name in BENCHMARK_FILES:  # no other name is ever written
+                        write_atomic(tar.extractfile(member).read(), root / "benchmarks" / member.name)
+                        print(f"benchmarks/{member.name} updated")
     return outcome
 
 
@@ -217,23 +233,53 @@ def facts() -> None:
     print(f"official CIFAR-10 copies (files over 100 MB named *cifar*): {found or 'none'}", flush=True)
 
 
+def measured_earlier(bench: Path, commit: str | None) -> dict | None:
+    """What this machine's earlier call at ``commit`` measured (check and cost exits), or None: a machine is
+    fresh, or measured other code, or the commit is unknown."""
+    marker = bench / MEASURED_FILE
+    if not commit or not marker.exists():
+        return None
+    try:
+        earlier = json.loads(marker.read_text())
+    except ValueError:
+        return None
+    return earlier if earlier.get("git_commit") == commit else None
+
+
 def device(out: Path, data: str, seconds: float, check_seconds: float, smoke: bool = False,
            bench: Path = GPU / "bench") -> int:
     start = time.monotonic()
+
+    def say(line: str):
+        print(f"[{time.monotonic() - start:5.0f} s] {line}", flush=True)
+
     out.mkdir(parents=True, exist_ok=True)
     bench.mkdir(parents=True, exist_ok=True)
-    facts()
-    rc = run_check(bench, data, check_seconds, smoke)
+    commit = os.environ.get("RESNET_GIT_COMMIT")
+    earlier = measured_earlier(bench, commit)
+    if earlier is None:
+        facts()
+        (bench / MEASURED_FILE).unlink(missing_ok=True)
+        check = run_check(bench, data, check_seconds, smoke)
+        cost = run_cost(bench, data, COST_SECONDS, smoke)
+        say(f"returned: {pack(bench, out / BENCHMARKS_TAR)}")
+        if commit:
+            write_atomic(json.dumps({"git_commit": commit, "check": check, "cost": cost}).encode(), bench / MEASURED_FILE)
+    else:
+        check, cost = earlier["check"], earlier["cost"]
+        say(f"this machine measured commit {commit[:10]} earlier in this session: the check and the cost are not "
+            "run again (their files came back then)")
     graph, why = use_graph(bench / "gpu_check.json")
-    print(f"CUDA check: {'passed' if rc == 0 else f'exit {rc}'}; training with the {why}", flush=True)
-    rc = run_cost(bench, data, COST_SECONDS, smoke)
-    print(f"study cost: {'measured' if rc == 0 else f'exit {rc}'}; returned: {pack(bench, out / BENCHMARKS_TAR)}", flush=True)
+    say(f"CUDA check: {'passed' if check == 0 else f'exit {check}'}; study cost: "
+        f"{'measured' if cost == 0 else f'exit {cost}'}; training with the {why}")
     minutes = (seconds - (time.monotonic() - start) - EXPORT_MARGIN_S) / 60
     if minutes <= 0.5:
-        print(f"no time left to train ({minutes:.1f} min)", flush=True)
+        say(f"no time left to train ({minutes:.1f} min)")
         return 1
-    return gpu_round.main(["--data", data, "--out", str(out), "--minutes", f"{minutes:.2f}",
-                           *(["--cuda-graph"] if graph else [])])
+    rc = gpu_round.main(["--data", data, "--out", str(out), "--minutes", f"{minutes:.2f}",
+                         *(["--cuda-graph"] if graph else [])])
+    say(f"round: exit {rc}")
+    return rc
 
 
 def main(argv=None) -> int:
@@ -241,15 +287,16 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("prepare", help="here: stage .gpu/ and print the device call")
     s.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / DATA_NAME))
-    s = sub.add_parser("device", help="there: the session's one command")
+    s = sub.add_parser("device", help="there: the session's command (and its repeat)")
     s.add_argument("--out", required=True, type=Path)
     s.add_argument("--data", default=f".gpu/data/{DATA_NAME}")
-    s.add_argument("--seconds", type=float, default=480, help="the whole command's time")
+    s.add_argument("--seconds", type=float, default=FIRST_CALL_S, help="the whole command's time (a repeat's: "
+                   f"budget_left_s less {REPEAT_MARGIN_S})")
     s.add_argument("--check-seconds", type=float, default=210, help="the CUDA check's share at most")
     s.add_argument("--smoke", action="store_true", help="the benchmarks in their CPU smoke mode (tests)")
     s.add_argument("--bench", type=Path, default=GPU / "bench", help="where the benchmarks write, before packing")
-    s = sub.add_parser("finish", help="here: import what the call returned, put the weights back")
-    s.add_argument("returned", type=Path, help="the call's files_at")
+    s = sub.add_parser("finish", help="here: import what the calls returned, put the weights back")
+    s.add_argument("returned", type=Path, nargs="+", help="each call's files_at, in the order of the calls")
     s.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / DATA_NAME))
     args = p.parse_args(argv)
     if args.command == "prepare":
@@ -261,8 +308,13 @@ def main(argv=None) -> int:
         commit = _git(ROOT, "rev-parse", "HEAD").strip()
         command = (f"export RESNET_GIT_COMMIT={commit}; set -o pipefail; "
                    f"python3 tools/gpu_session.py device --out $OUT 2>&1 | tee $OUT/session.log")
+        repeat = command.replace("--out $OUT", "--out $OUT --seconds <S>")
         print(f"\nthe device call: run(command={command!r}, carry={carry}, timeout_s=600)\n"
-              f"then: python tools/gpu_session.py finish <files_at>")
+              f"then at once, while the machine is warm and budget_left_s (B) is at least 150: the repeat, "
+              f"S = B - {REPEAT_MARGIN_S}:\n  run(command={repeat!r}, carry={carry}, timeout_s=<S + 20>)\n"
+              f"(where status says the machine is no longer warm, run `finish` on the first call's files_at and "
+              f"`prepare` again before any other call: a fresh machine would train again from the runs carried in)\n"
+              f"then: python tools/gpu_session.py finish <files_at of each call, in order>")
     elif args.command == "device":
         return device(args.out, args.data, args.seconds, args.check_seconds, args.smoke, args.bench)
     else:
