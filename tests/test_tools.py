@@ -37,7 +37,7 @@ def test_the_campaign_trains_two_at_once_after_finishing_alone_a_run_begun_with_
         torch.set_num_threads(1)
         train(configs[2], tmp_path, data=small_data, stop_at=10, progress=False)
         torch.set_num_threads(2)
-        monkeypatch.setattr(cpu_campaign, "campaign", lambda data: configs)
+        monkeypatch.setattr(cpu_campaign, "campaign", lambda data, results: configs)
         assert cpu_campaign.main(["--until", "23:59", "--results", str(tmp_path), "--parallel", "2"]) == 0
         assert torch.get_num_threads() == 2  # given back after the run alone
     finally:
@@ -64,6 +64,30 @@ def test_the_campaign_trains_the_full_20s_then_ten_one_eighth_networks_then_the_
         + [("cifar10-jpeg-1of8-bf16", f"{n}{d}-seed0") for d in (20, 32, 44, 56, 110) for n in ("resnet", "plain")]
         + [("cifar10-jpeg-full-bf16", f"{n}56-seed0") for n in ("resnet", "plain")])
     assert all(c.device == "cpu" and c.seed == 0 and c.batch_size == 128 for c in configs)
+
+
+def test_the_campaign_then_trains_on_the_paper_schedule_runs_a_gpu_session_left_unfinished(tmp_path):
+    from resnet import TrainConfig
+    from resnet.results import read_meta, write_meta
+
+    from .conftest import fake_run
+
+    steps = cpu_campaign.campaign(str(JPEG_ARCHIVE), tmp_path)
+    assert len(steps) == 14
+    gpu = TrainConfig(data=str(JPEG_ARCHIVE), precision="bf16", device="cuda", cuda_graph=True)
+    for net, depth, seed in (("resnet", 110, 2), ("plain", 32, 0), ("resnet", 32, 0), ("plain", 44, 0)):
+        run_dir = fake_run(tmp_path, 10.0, config=TrainConfig(**{**gpu.to_dict(), "net": net, "depth": depth,
+                                                                 "seed": seed}))
+        (run_dir / "checkpoint.pt").write_bytes(b"")
+        if (net, depth) != ("plain", 44):  # finished (a checkpoint left over): nothing to train
+            write_meta(read_meta(run_dir / "run.json") | {"status": "running", "iterations_done": 100},
+                       run_dir / "run.json")
+    (tmp_path / "cifar10-jpeg-full-bf16" / "resnet110-seed2" / "checkpoint.pt").unlink()  # nothing to resume from
+    configs = cpu_campaign.campaign(str(JPEG_ARCHIVE), tmp_path)
+    assert configs[:14] == steps
+    assert [(c.study, c.name) for c in configs[14:]] == [("cifar10-jpeg-full-bf16", f"{n}32-seed0")
+                                                         for n in ("resnet", "plain")]
+    assert all(c.device == "cpu" and c.precision == "bf16" for c in configs[14:])
 
 
 def test_the_deadline_is_the_next_such_time_of_day():

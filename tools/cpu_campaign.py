@@ -5,7 +5,10 @@
 One sweep, in this order (JPEG stand-in, seed 0, bf16 autocast, which benchmarks/bf16_cpu.md checks against fp32):
   1. ResNet-20 and plain-20 at the paper's schedule;
   2. all ten networks (plain and ResNet, depths 20, 32, 44, 56, 110) at the 1/8 schedule;
-  3. ResNet-56 and plain-56 at the paper's schedule.
+  3. ResNet-56 and plain-56 at the paper's schedule;
+  4. then any other paper-schedule run of the study that a GPU session left unfinished here (its checkpoint in the
+     run folder), in the GPU session's order (the ten, plain-110 last, then ResNet-110 seeds 1-4), so that such a run
+     goes on training while it waits for the next GPU rather than waiting idle.
 Finished runs are skipped, an unfinished one resumes from its checkpoint, and the runs in progress stop at a
 checkpoint before --until (the next call goes on from there). Start it in the background, its output in an ignored
 log: nohup .venv/bin/python tools/cpu_campaign.py --until HH:MM > .campaign/campaign.log 2>&1 &
@@ -33,16 +36,30 @@ import torch  # noqa: E402
 from resnet import TrainConfig, sweep  # noqa: E402
 from resnet.placement import cpu_threads_per_run  # noqa: E402
 from resnet.results import META_FILE, read_meta  # noqa: E402
+from resnet.trainer import CHECKPOINT_FILE  # noqa: E402
 
 
-def campaign(data: str) -> list[TrainConfig]:
-    """The campaign's runs, in the order they train."""
+def campaign(data: str, results: str | Path | None = None) -> list[TrainConfig]:
+    """The campaign's runs, in the order they train: steps 1-3, then (step 4) the other paper-schedule runs of the
+    study that ``results`` holds unfinished with a checkpoint."""
     base = TrainConfig(data=data, precision="bf16", device="cpu", seed=0)
     nets = ("resnet", "plain")
     step1 = [dataclasses.replace(base, net=n, depth=20) for n in nets]
     step2 = [dataclasses.replace(base, net=n, depth=d, schedule="1/8") for d in (20, 32, 44, 56, 110) for n in nets]
     step3 = [dataclasses.replace(base, net=n, depth=56) for n in nets]
-    return step1 + step2 + step3
+    steps = step1 + step2 + step3
+    ten = [dataclasses.replace(base, net=n, depth=d) for d in (20, 32, 44, 56, 110) for n in nets]
+    ten = sorted(ten, key=lambda c: (c.net, c.depth) == ("plain", 110))  # plain-110 last, as a GPU session has it
+    seeds = [dataclasses.replace(base, depth=110, seed=s) for s in (1, 2, 3, 4)]
+    step4 = [c for c in ten + seeds if c not in steps and results is not None and started_elsewhere(c, results)]
+    return steps + step4
+
+
+def started_elsewhere(cfg: TrainConfig, results: str | Path) -> bool:
+    """Whether ``results`` holds an unfinished run of ``cfg`` with its checkpoint (one a GPU session began)."""
+    run_dir = cfg.run_dir(results)
+    return ((run_dir / META_FILE).exists() and (run_dir / CHECKPOINT_FILE).exists()
+            and read_meta(run_dir / META_FILE)["status"] == "running")
 
 
 def seconds_until(clock_time: str, now: dt.datetime | None = None) -> float:
@@ -83,7 +100,7 @@ def main(argv=None) -> int:
     threads = cpu_threads_per_run(args.parallel)
     print(f"{dt.datetime.now():%H:%M:%S} campaign until {args.until} ({limit / 3600:.2f} h), {args.parallel} at once, "
           f"{threads} thread(s) each", flush=True)
-    configs = campaign(args.data)
+    configs = campaign(args.data, args.results)
     own = torch.get_num_threads()
     for cfg in configs:
         started_with = threads_in_progress(cfg, args.results)
