@@ -23,6 +23,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def device_history(meta: dict) -> str | None:
+    """Where a run that moved between devices trained, from run.json's ``reseeded`` ('cpu to iteration 15,640,
+    cuda to 39,882, then cpu'); None for a run that trained on one kind of device."""
+    moves = meta.get("reseeded") or []
+    if not moves:
+        return None
+    legs = [f"{m['from']} to {'iteration ' if i == 0 else ''}{m['iteration']:,}" for i, m in enumerate(moves)]
+    return f"{', '.join(legs)}, then {moves[-1]['to']}"
+
+
 def _in_progress(runs) -> list[str]:
     lines = []
     for run in runs:
@@ -35,8 +45,9 @@ def _in_progress(runs) -> list[str]:
         so_far = "" if last is None else (f"; test error {last['test_error']:.2f}%, training error "
                                           f"{last['train_error']:.2f}% at iteration {logged:,}")
         ahead = "" if logged == done else f" (logged up to {logged:,})"
+        moved = device_history(run.meta)
         lines.append(f"- {run.meta['name']}: {run.meta['status']}, checkpoint at {done:,} of "
-                     f"{cfg.total_iterations:,} iterations{ahead}{so_far}")
+                     f"{cfg.total_iterations:,} iterations{ahead}{so_far}" + (f"; trained on {moved}" if moved else ""))
     return lines
 
 
@@ -79,6 +90,8 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
             figure = Path(assets) / f"figure6-{study}.png"
             table = error_table(finished).drop(columns=["schedule", "iterations", "precision", "data"])
             lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
+            lines += [f"{r.meta['name']} trained on {device_history(r.meta)} (each move re-seeds its sampler: "
+                      "`reseeded` in its run.json)" for r in finished if device_history(r.meta)]
             parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
                          + "\n".join(f"- {line}" for line in lines))
             figure7 = Path(assets) / f"figure7-{study}.png"

@@ -12,7 +12,7 @@ import torch
 from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
                     plot_figure6, plot_figure7, plot_shortcuts, pretrained, response_findings)
 from resnet.cli import main
-from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv
+from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv, write_meta
 
 from .conftest import FIXTURE_STUDY, ROOT, fake_run, tiny_config, write_official
 
@@ -410,7 +410,8 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
     running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
     meta = read_meta(running / "run.json")
-    meta.update(status="running", iterations_done=3000, final_test_error=None)
+    meta.update(status="running", iterations_done=3000, final_test_error=None,
+                reseeded=[{"iteration": 1000, "from": "cpu", "to": "cuda"}, {"iteration": 2500, "from": "cuda", "to": "cpu"}])
     (running / "weights.pt").unlink()
     (running / "run.json").write_text(json.dumps(meta))
     text = results_markdown(fixture_results, "assets", tmp_path / "no-benchmarks")
@@ -418,7 +419,9 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     assert short.startswith("### data fixture, 1/8 schedule (8,000 iterations), bf16")
     assert "![Figure 6, fixture-1of8-bf16](assets/figure6-fixture-1of8-bf16.png)" in short
     assert ("- plain20-seed0: running, checkpoint at 3,000 of 8,000 iterations (logged up to 8,000); test error "
-            "12.55%, training error 10.55% at iteration 8,000") in short
+            "12.55%, training error 10.55% at iteration 8,000; trained on cpu to iteration 1,000, cuda to 2,500, "
+            "then cpu") in short
+    assert " trained on cpu" not in full  # one device each: nothing said
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
     assert "Its 1 finished run trained for 1 s in all" in short  # the running one not counted
     assert "Its 7 finished runs trained for 7 s in all" in full  # fake_run's wall_s: 1 s each
@@ -495,6 +498,17 @@ def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_t
     assert summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()[1].endswith(
         "(means of 2 seeds or more each).")
     assert lines[2] == f"- **How far is ResNet-20 from the paper's 8.75%?** +0.30 points, in {full} (seed 0): 9.05% on the fixture test images."
+
+
+def test_the_report_says_where_a_finished_run_that_moved_between_devices_trained(tmp_path):
+    from resnet.report import results_markdown
+
+    moved = fake_run(tmp_path, 11.0, net="resnet", depth=20)
+    assert " trained on cuda" not in results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
+    write_meta(read_meta(moved / "run.json") | {"reseeded": [{"iteration": 700, "from": "cuda", "to": "cpu"}]},
+               moved / "run.json")
+    assert ("- resnet20-seed0 trained on cuda to iteration 700, then cpu (each move re-seeds its sampler: `reseeded` "
+            "in its run.json)") in results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
 
 
 def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys):
