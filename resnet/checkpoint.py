@@ -38,6 +38,8 @@ class Progress:
     # the generator's device: its state does not carry across devices (a CPU generator rejects a CUDA state)
     generator_device: str = "cpu"
     reseeded: list[dict] = field(default_factory=list)  # resumes on another device: where, and from which device
+    # restarts from the beginning because the checkpoint was missing: the iteration it had reached, and when
+    restarted: list[dict] = field(default_factory=list)
 
 
 def save(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, sampler, progress: Progress):

@@ -11,6 +11,7 @@ from pathlib import Path
 from .config import TrainConfig, study_label
 from .compare import error_table, findings
 from .results import by_study, load_runs
+from .trainer import CHECKPOINT_FILE
 
 START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"  # see markers()
 
@@ -33,6 +34,14 @@ def device_history(meta: dict) -> str | None:
     return f"{', '.join(legs)}, then {moves[-1]['to']}"
 
 
+def restart_history(meta: dict) -> str | None:
+    """A run's restarts from the beginning after its checkpoint was lost, from run.json's ``restarted`` ('restarted
+    from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost'); None for a run never restarted."""
+    restarts = meta.get("restarted") or []
+    return "; ".join(f"restarted from the beginning on {r['restarted'][:10]}, its checkpoint at iteration "
+                     f"{r['lost_iteration']:,} lost" for r in restarts) or None
+
+
 def _in_progress(runs) -> list[str]:
     lines = []
     for run in runs:
@@ -45,9 +54,14 @@ def _in_progress(runs) -> list[str]:
         so_far = "" if last is None else (f"; test error {last['test_error']:.2f}%, training error "
                                           f"{last['train_error']:.2f}% at iteration {logged:,}")
         ahead = "" if logged == done else f" (logged up to {logged:,})"
-        moved = device_history(run.meta)
-        lines.append(f"- {run.meta['name']}: {run.meta['status']}, checkpoint at {done:,} of "
-                     f"{cfg.total_iterations:,} iterations{ahead}{so_far}" + (f"; trained on {moved}" if moved else ""))
+        if done and not (run.path / CHECKPOINT_FILE).exists():
+            state = (f"its checkpoint at {done:,} of {cfg.total_iterations:,} iterations is not here (lost with the "
+                     "machine that held it): it restarts from the beginning when trained next")
+        else:
+            state = f"checkpoint at {done:,} of {cfg.total_iterations:,} iterations{ahead}"
+        moved, restarted = device_history(run.meta), restart_history(run.meta)
+        lines.append(f"- {run.meta['name']}: {run.meta['status']}, {state}{so_far}"
+                     + (f"; trained on {moved}" if moved else "") + (f"; {restarted}" if restarted else ""))
     return lines
 
 
@@ -92,6 +106,7 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
             lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
             lines += [f"{r.meta['name']} trained on {device_history(r.meta)} (each move re-seeds its sampler: "
                       "`reseeded` in its run.json)" for r in finished if device_history(r.meta)]
+            lines += [f"{r.meta['name']} {restart_history(r.meta)}" for r in finished if restart_history(r.meta)]
             parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
                          + "\n".join(f"- {line}" for line in lines))
             figure7 = Path(assets) / f"figure7-{study}.png"

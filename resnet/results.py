@@ -58,6 +58,7 @@ OPTIONAL_META_FIELDS = {
     "tf32_matmul": bool, "tf32_cudnn": bool, "cudnn_benchmark": bool, "cudnn_deterministic": bool,
     "concurrent_runs": int,  # runs sharing the device at once in the last session, at most (a parallel sweep's)
     "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
+    "restarted": list,  # restarts from the beginning after the checkpoint was lost (see trainer._lost_checkpoint)
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
                  generator_device=device.type)
     if ckpt_path.exists():
         p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, sampler)
+    else:
+        p.restarted = _lost_checkpoint(run_dir)
     meta = _meta(cfg, data, device, model, p) | {"concurrent_runs": concurrent_runs}  # the last session's
     results.write_meta(meta, run_dir / results.META_FILE)
 
@@ -192,7 +195,26 @@ def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Pr
     meta.update(iterations_done=p.iteration, warmup_end=p.warmup_end, wall_s=p.wall_s, started=p.started)
     if p.reseeded:
         meta["reseeded"] = p.reseeded
+    if p.restarted:
+        meta["restarted"] = p.restarted
     return meta
+
+
+def _lost_checkpoint(run_dir: Path) -> list[dict]:
+    """The run's restarts so far, this one added if its checkpoint is missing though run.json records training done
+    (the machine or disk that held it is gone): the run restarts from the beginning, says so on stderr, and
+    run.json keeps the record (``restarted``). Its old log.csv is replaced at the first evaluation."""
+    path = run_dir / results.META_FILE
+    if not path.exists():
+        return []
+    old = results.read_meta(path)
+    restarts = old.get("restarted", [])
+    if old["iterations_done"] == 0:
+        return restarts
+    print(f"{old['name']}: {run_dir / CHECKPOINT_FILE} is missing, though {path} records {old['iterations_done']:,} "
+          f"iterations trained; the run restarts from the beginning (run.json's 'restarted' records it)",
+          file=sys.stderr, flush=True)
+    return restarts + [{"lost_iteration": old["iterations_done"], "restarted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
 
 
 class _Timer:

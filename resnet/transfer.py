@@ -152,7 +152,9 @@ def _verdict(run_dir: Path, meta: dict) -> str:
         return "already here"
     if here["status"] == "finished":
         return "kept: finished here, unfinished in the archive"
-    if meta["status"] == "finished" or meta["iterations_done"] > here["iterations_done"]:
+    # a run here without its checkpoint (lost with another machine) has nothing to resume from: the archive's wins
+    lost = not (run_dir / CHECKPOINT_FILE).exists()
+    if meta["status"] == "finished" or meta["iterations_done"] > here["iterations_done"] or lost:
         return "updated"
     return f"kept: here at iteration {here['iterations_done']}, the archive at {meta['iterations_done']}"
 

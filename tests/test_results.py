@@ -413,6 +413,7 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     meta.update(status="running", iterations_done=3000, final_test_error=None,
                 reseeded=[{"iteration": 1000, "from": "cpu", "to": "cuda"}, {"iteration": 2500, "from": "cuda", "to": "cpu"}])
     (running / "weights.pt").unlink()
+    (running / "checkpoint.pt").write_bytes(b"")  # only its presence is read
     (running / "run.json").write_text(json.dumps(meta))
     text = results_markdown(fixture_results, "assets", tmp_path / "no-benchmarks")
     short, full = text.split("### data fixture, paper's schedule")
@@ -509,6 +510,30 @@ def test_the_report_says_where_a_finished_run_that_moved_between_devices_trained
                moved / "run.json")
     assert ("- resnet20-seed0 trained on cuda to iteration 700, then cpu (each move re-seeds its sampler: `reseeded` "
             "in its run.json)") in results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
+
+
+def test_the_report_says_when_a_runs_checkpoint_is_lost_and_when_a_run_restarted(tmp_path):
+    from resnet.report import results_markdown
+
+    def report():
+        return results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
+
+    running = fake_run(tmp_path, 12.0, net="plain", depth=20)
+    meta = read_meta(running / "run.json") | dict(status="running", iterations_done=3000, final_test_error=None)
+    (running / "weights.pt").unlink()
+    write_meta(meta, running / "run.json")
+    (running / "checkpoint.pt").write_bytes(b"")
+    assert "- plain20-seed0: running, checkpoint at 3,000 of 64,000 iterations (logged up to 64,000)" in report()
+    (running / "checkpoint.pt").unlink()
+    assert ("- plain20-seed0: running, its checkpoint at 3,000 of 64,000 iterations is not here (lost with the machine "
+            "that held it): it restarts from the beginning when trained next; test error") in report()
+    restarted = [{"lost_iteration": 48_484, "restarted": "2026-11-26T18:30:19+0000"}]
+    write_meta(meta | {"iterations_done": 0, "restarted": restarted}, running / "run.json")
+    assert report().split("plain20-seed0: running, checkpoint at 0 of 64,000 iterations")[1].splitlines()[0].endswith(
+        "; restarted from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost")
+    finished = fake_run(tmp_path, 11.0, net="resnet", depth=20)
+    write_meta(read_meta(finished / "run.json") | {"restarted": restarted}, finished / "run.json")
+    assert "- resnet20-seed0 restarted from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost" in report()
 
 
 def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys):

@@ -209,19 +209,30 @@ def _git_repo(root):
     return git, finished
 
 
-def test_committed_weights_are_set_aside_for_the_device_call_and_put_back_as_head_has_them(tmp_path):
+def test_committed_weights_and_checkpoints_are_set_aside_for_the_device_call_and_put_back_as_head_has_them(tmp_path):
     git, finished = _git_repo(tmp_path)
     weights = (finished / "weights.pt").read_bytes()
+    running = tmp_path / "results" / "study" / "run"  # a CPU-campaign run in progress, its checkpoint committed
+    running.mkdir(parents=True)
+    (running / "checkpoint.pt").write_bytes(b"a" * 10_000)
+    git("add", "-f", "results/study/run/checkpoint.pt"), git("commit", "-qm", "a checkpoint")
     travelled = gpu_session.travelling_mb(tmp_path, [])
-    assert gpu_session.set_weights_aside(tmp_path) == [str((finished / "weights.pt").relative_to(tmp_path))]
-    assert "weights.pt" not in git("ls-files", "-co", "--exclude-standard")  # what the device call sends
+    assert sorted(gpu_session.set_weights_aside(tmp_path)) == sorted([
+        "results/study/run/checkpoint.pt", str((finished / "weights.pt").relative_to(tmp_path))])
+    sent = git("ls-files", "-co", "--exclude-standard")  # what the device call sends
+    assert "weights.pt" not in sent and "checkpoint.pt" not in sent
     assert (finished / "weights.pt").read_bytes() == weights  # still on disk
-    assert gpu_session.travelling_mb(tmp_path, []) < travelled - len(weights) / 1e6 + 1e-6
+    assert gpu_session.travelling_mb(tmp_path, []) < travelled - (len(weights) + 10_000) / 1e6 + 1e-6
     with pytest.raises(SystemExit, match="already set aside"):
         gpu_session.set_weights_aside(tmp_path)
+    (running / "checkpoint.pt").write_bytes(b"b" * 10_000)  # the session trained the run on
     gpu_session.put_weights_back(tmp_path)
-    assert git("status", "--porcelain") == "" and "weights.pt" in git("ls-files")
+    assert git("status", "--porcelain") == " M results/study/run/checkpoint.pt\n" and "weights.pt" in git("ls-files")
     assert "gpu_session" not in (tmp_path / ".git" / "info" / "exclude").read_text()
+    gpu_session.set_weights_aside(tmp_path)
+    (finished / "weights.pt").write_bytes(b"other weights")
+    with pytest.raises(SystemExit, match="committed weights differ from HEAD"):
+        gpu_session.put_weights_back(tmp_path)
 
 
 def test_a_session_is_prepared_here_and_its_returned_runs_come_home(tmp_path, small_data):

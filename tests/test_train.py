@@ -283,6 +283,24 @@ def test_a_time_limit_stops_at_a_checkpoint_from_which_the_run_resumes(tmp_path,
     assert_same_run(cfg.run_dir(results), cfg.run_dir(tmp_path))
 
 
+def test_a_run_whose_checkpoint_is_lost_restarts_from_the_beginning_and_says_so(tmp_path, small_data, finished_run,
+                                                                                  capsys):
+    cfg, results, _ = finished_run
+    run_dir = cfg.run_dir(tmp_path)
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    (run_dir / "checkpoint.pt").unlink()  # the machine that held it is gone; run.json and log.csv were kept
+    capsys.readouterr()
+    again = train(cfg, tmp_path, data=small_data, stop_at=10, progress=False)
+    assert "checkpoint.pt is missing" in capsys.readouterr().err
+    assert again["iterations_done"] == 10 and [r["lost_iteration"] for r in again["restarted"]] == [20]
+    assert read_csv(run_dir / "log.csv")["iteration"].tolist() == [10]  # the lost attempt's rows are gone
+    done = train(cfg, tmp_path, data=small_data, progress=False)  # a plain resume keeps the record
+    assert done["status"] == "finished" and done["restarted"] == again["restarted"]
+    assert read_meta(run_dir / "run.json")["restarted"] == again["restarted"]
+    assert_same_run(cfg.run_dir(results), run_dir)  # a restart is a run from scratch: the same run
+    assert "restarted" not in read_meta(cfg.run_dir(results) / "run.json")
+
+
 def test_a_time_limit_stops_mid_interval_and_the_resume_is_exact(tmp_path, small_data, monkeypatch):
     # 1 s per update, 10 updates per evaluation interval; the warm-up is on, checked every 5 updates, so the
     # stops below fall inside both an evaluation interval and a warm-up check's window

@@ -55,6 +55,20 @@ def test_without_asking_only_finished_runs_travel_and_a_finished_one_replaces_a_
     assert json.loads((UNFINISHED.run_dir(away) / "run.json").read_text())["status"] == "finished"
 
 
+def test_a_run_further_on_here_but_whose_checkpoint_is_lost_is_replaced_by_the_archives(trained, tmp_path,
+                                                                                         small_data):
+    home, uninterrupted, _ = trained
+    [archive] = export_study(UNFINISHED.run_dir(home).parent, tmp_path / "all.tar", unfinished=True)
+    away = tmp_path / "away"
+    train(UNFINISHED, away, data=small_data, stop_at=30, progress=False)
+    assert import_study(archive, away)[UNFINISHED.name] == "kept: here at iteration 30, the archive at 20"
+    (UNFINISHED.run_dir(away) / "checkpoint.pt").unlink()  # the machine that held it is gone
+    assert import_study(archive, away)[UNFINISHED.name] == "updated"
+    assert json.loads((UNFINISHED.run_dir(away) / "run.json").read_text())["iterations_done"] == 20
+    resumed = train(UNFINISHED, away, data=small_data, progress=False)
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"] and "restarted" not in resumed
+
+
 def test_only_the_runs_named_travel_and_a_name_not_in_the_study_is_refused(trained, tmp_path):
     home, _, _ = trained
     [archive] = export_study(FINISHED.run_dir(home).parent, tmp_path / "one.tar", unfinished=True,

@@ -12,6 +12,9 @@ One sweep, in this order (JPEG stand-in, seed 0, bf16 autocast, which benchmarks
 Finished runs are skipped, an unfinished one resumes from its checkpoint, and the runs in progress stop at a
 checkpoint before --until (the next call goes on from there). Start it in the background, its output in an ignored
 log: nohup .venv/bin/python tools/cpu_campaign.py --until HH:MM > .campaign/campaign.log 2>&1 &
+At the end of the session, tools/campaign_end.sh waits for it to stop, regenerates the figures, notebook and README,
+and stages them with results/, the checkpoints of the runs in progress included: committed, a run survives the loss
+of the machine (a checkpoint lost anyway restarts its run from the beginning, recorded in run.json's `restarted`).
 
 Two runs train at once, one thread each (--parallel 2): on this project's 2-core CPU that finishes the campaign about
 8-15% sooner than one run at a time on both cores (benchmarks/cpu_parallel.md). Each run's output is in its

@@ -73,12 +73,14 @@ def studies(data: str | Path) -> list[str]:
 
 
 def set_weights_aside(root: Path) -> list[str]:
-    """Take the committed weights out of the index and ignore them (.git/info/exclude), so the device call leaves
-    them behind; they stay on disk and in HEAD. Returns their paths. Refused when already set aside."""
+    """Take the committed weights and checkpoints (of the CPU campaign's runs in progress: the carry brings those)
+    out of the index and ignore them (.git/info/exclude), so the device call leaves them behind; they stay on disk
+    and in HEAD. Returns their paths. Refused when already set aside."""
     exclude = root / ".git" / "info" / "exclude"
     if exclude.exists() and EXCLUDE_START in exclude.read_text():
         raise SystemExit(f"weights are already set aside ({exclude}): run `finish` first")
-    paths = [p for p in _git(root, "ls-files", "-z", "--", "results").split("\0") if p.endswith("/weights.pt")]
+    paths = [p for p in _git(root, "ls-files", "-z", "--", "results").split("\0")
+             if p.endswith(("/weights.pt", "/" + CHECKPOINT_FILE))]
     if paths:
         _git(root, "rm", "-q", "--cached", "--", *paths)
         exclude.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,9 @@ def set_weights_aside(root: Path) -> list[str]:
 
 
 def put_weights_back(root: Path) -> list[str]:
-    """Undo set_weights_aside: the weights back in the index as HEAD has them, the exclude lines gone."""
+    """Undo set_weights_aside: the weights and checkpoints back in the index as HEAD has them, the exclude lines
+    gone. The weights on disk must be HEAD's; a checkpoint may have moved on (a run the session trained further or
+    finished): that is a change to commit."""
     exclude = root / ".git" / "info" / "exclude"
     text = exclude.read_text() if exclude.exists() else ""
     if EXCLUDE_START not in text:
@@ -98,7 +102,8 @@ def put_weights_back(root: Path) -> list[str]:
     paths = [line[1:] for line in block.splitlines() if line.startswith("/")]
     _git(root, "reset", "-q", "HEAD", "--", *paths)
     exclude.write_text(head.rstrip("\n") + ("\n" if head.strip() else "") + tail.lstrip("\n"))
-    changed = _git(root, "status", "--porcelain", "--", *paths).strip()
+    weights = [p for p in paths if p.endswith("/weights.pt")]
+    changed = _git(root, "status", "--porcelain", "--", *weights).strip() if weights else ""
     if changed:
         raise SystemExit(f"committed weights differ from HEAD after putting them back:\n{changed}")
     return paths
