@@ -87,9 +87,14 @@ def reseed(seed: int, iteration: int) -> int:
 
 def write_state(state: dict, path: Path):
     """Save ``state`` in this format: its bytes with their sha256."""
+    write_atomic(state_bytes(state), path)
+
+
+def state_bytes(state: dict) -> bytes:
+    """``state`` as a checkpoint file holds it (``write_state``)."""
     raw = torch_bytes(state)
-    write_atomic(torch_bytes({"format": FORMAT, "sha256": hashlib.sha256(raw).hexdigest(),
-                              "state": torch.frombuffer(bytearray(raw), dtype=torch.uint8)}), path)
+    return torch_bytes({"format": FORMAT, "sha256": hashlib.sha256(raw).hexdigest(),
+                        "state": torch.frombuffer(bytearray(raw), dtype=torch.uint8)})
 
 
 def read_state(path: Path) -> dict:

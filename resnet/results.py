@@ -68,7 +68,12 @@ class ResultsError(ValueError):
 
 def write_meta(meta: dict, path: Path):
     check_meta(meta, path)
-    write_atomic(json.dumps(meta, indent=1, sort_keys=False) + "\n", path)
+    write_atomic(meta_text(meta), path)
+
+
+def meta_text(meta: dict) -> str:
+    """run.json's text for ``meta``."""
+    return json.dumps(meta, indent=1, sort_keys=False) + "\n"
 
 
 def read_meta(path: Path) -> dict:

@@ -131,8 +131,29 @@ def import_study(archive: str | Path, results_dir: str | Path = "results") -> di
     outcome = {run: _verdict(Path(results_dir) / study / run, meta) for run, (meta, _) in incoming.items()}
     for run, (meta, files) in incoming.items():
         if outcome[run] in ("added", "updated"):
-            _install(Path(results_dir) / study / run, meta, files)
+            run_dir = Path(results_dir) / study / run
+            _install(run_dir, meta, _restart_recorded(run_dir, meta, files))
     return outcome
+
+
+def _restart_recorded(run_dir: Path, meta: dict, files: dict[str, bytes]) -> dict[str, bytes]:
+    """``files``, with the restart of the run here recorded in their run.json (and checkpoint) if that run lost its
+    checkpoint (run.json records training done, no checkpoint.pt): as the trainer records a restart it makes itself
+    (``restarted``: the iteration lost; when the archive's run began)."""
+    path = run_dir / results.META_FILE
+    if not path.exists() or (run_dir / CHECKPOINT_FILE).exists():
+        return files
+    here = results.read_meta(path)
+    if here["status"] == "finished" or here["iterations_done"] == 0:
+        return files
+    record = {"lost_iteration": here["iterations_done"], "restarted": meta["started"]}
+    ours = meta.get("restarted", [])
+    restarted = ours + [r for r in [*here.get("restarted", []), record] if r not in ours]
+    files = files | {results.META_FILE: results.meta_text(meta | {"restarted": restarted}).encode()}
+    if CHECKPOINT_FILE in files:
+        state = checkpoint.read_state(io.BytesIO(files[CHECKPOINT_FILE]))
+        files[CHECKPOINT_FILE] = checkpoint.state_bytes(state | {"restarted": restarted})
+    return files
 
 
 def _verdict(run_dir: Path, meta: dict) -> str:

@@ -64,9 +64,13 @@ def test_a_run_further_on_here_but_whose_checkpoint_is_lost_is_replaced_by_the_a
     assert import_study(archive, away)[UNFINISHED.name] == "kept: here at iteration 30, the archive at 20"
     (UNFINISHED.run_dir(away) / "checkpoint.pt").unlink()  # the machine that held it is gone
     assert import_study(archive, away)[UNFINISHED.name] == "updated"
-    assert json.loads((UNFINISHED.run_dir(away) / "run.json").read_text())["iterations_done"] == 20
+    imported = json.loads((UNFINISHED.run_dir(away) / "run.json").read_text())
+    # the run here is recorded as restarted, as training it here would have recorded it
+    restarted = [{"lost_iteration": 30, "restarted": imported["started"]}]
+    assert imported["iterations_done"] == 20 and imported["restarted"] == restarted
     resumed = train(UNFINISHED, away, data=small_data, progress=False)
-    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"] and "restarted" not in resumed
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"] and resumed["restarted"] == restarted
+    assert "restarted" not in json.loads((UNFINISHED.run_dir(home) / "run.json").read_text())
 
 
 def test_only_the_runs_named_travel_and_a_name_not_in_the_study_is_refused(trained, tmp_path):

@@ -127,7 +127,8 @@ def prepare(data: Path, results: Path = ROOT / "results", root: Path = ROOT, gpu
     for study in studies(data):
         running = [m.parent for m in sorted((results / study).glob(f"*/{META_FILE}")) if read_meta(m)["status"] == "running"]
         for run_dir in (r for r in running if not (r / CHECKPOINT_FILE).exists()):
-            print(f"{run_dir}: running, but its checkpoint is not here: it starts afresh there")
+            print(f"{run_dir}: running, but its checkpoint is not here: it starts afresh there (`finish` records "
+                  "the restart in its run.json)")
         unfinished = [r.name for r in running if (r / CHECKPOINT_FILE).exists()]
         if unfinished:
             export_study(results / study, gpu / "carry" / f"{study}.tar", unfinished=True, names=unfinished)
