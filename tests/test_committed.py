@@ -9,6 +9,8 @@ from .conftest import JPEG_ARCHIVE, ROOT
 
 COMMITTED = ROOT / "results"
 FINISHED = [run.path for run in load_runs(COMMITTED)]
+# the checkpoints of runs in progress, committed so that a long run survives a new machine (tools/campaign_end.sh)
+CHECKPOINTS = sorted(COMMITTED.rglob("checkpoint.pt"))
 # A CPU-trained run is re-evaluated by the same kernels in the same precision: the error must match exactly.
 # A GPU-trained run's weights evaluated on a CPU may flip a few of the 10,000 test images' predictions (other
 # convolution algorithms, other summation order); 0.2 points is 20 images.
@@ -19,6 +21,17 @@ def test_every_committed_run_folder_is_valid():
     # load_runs validates run.json against log.csv and the weights' presence; unfinished runs too
     runs = load_runs(COMMITTED, finished_only=False)
     assert len(runs) == len(list(COMMITTED.rglob("run.json")))
+
+
+@pytest.mark.parametrize("path", CHECKPOINTS, ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in CHECKPOINTS])
+def test_a_committed_checkpoint_is_whole_and_where_its_run_json_says_its_run_is(path):
+    from resnet.checkpoint import read_state
+
+    meta, state = read_meta(path.parent / "run.json"), read_state(path)  # read_state checks its sha256
+    assert meta["status"] == "running", f"{path}: a checkpoint beside a {meta['status']} run"
+    assert (state["iteration"], state["config"], state["data_checksum"], state.get("restarted", [])) == (
+        meta["iterations_done"], meta["config"], meta["data_checksum"], meta.get("restarted", [])), (
+        f"{path} is not the checkpoint its run.json describes")
 
 
 @pytest.mark.parametrize("run_dir", FINISHED, ids=[f"{p.parent.name}/{p.name}" for p in FINISHED])
