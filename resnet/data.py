@@ -1,8 +1,8 @@
 """CIFAR-10 sources: finding, decoding and caching the images (batches.py takes them to the device).
 
 Sources (``TrainConfig.data``):
-  * ``"official"``: the official python archive, downloaded by torchvision into
-    the cache folder when missing (the default, for machines with a network);
+  * ``"official"``: the official python archive, downloaded into the cache
+    folder when missing and md5-checked (the default, for machines with a network);
   * a path to an official ``cifar-10-batches-py`` folder;
   * a path to an image tree or archive (``.tar.gz``, ``.tar``, ``.zip`` or a
     folder) laid out ``{train,test}/<class>/*.{png,jpg}`` with the ten
@@ -32,6 +32,8 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 OFFICIAL_DIR = "cifar-10-batches-py"
+OFFICIAL_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+DOWNLOAD_TIMEOUT_S = 60  # without a byte for this long, a download is given up
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -69,7 +71,7 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         if not path.is_dir():
             if not download:
                 raise DataError(f"official CIFAR-10 not found at {path} and download=False")
-            _download_official()
+            _download_official(path)
     else:
         path = Path(data)
         if not path.exists():
@@ -108,16 +110,53 @@ def _read_cache(cached: Path) -> dict | None:
     return None
 
 
-def _download_official():
-    from torchvision.datasets.utils import download_and_extract_archive
+def _download_official(folder: Path):
+    """Download the official archive, check its md5, and extract its batches into ``folder``: all or nothing (a
+    failed, truncated or altered download leaves nothing behind in the cache)."""
+    import tempfile
+    import urllib.request
 
-    try:
-        download_and_extract_archive(OFFICIAL_URL, str(cache_dir()), md5=OFFICIAL_MD5)
-    except Exception as e:  # no network, proxy, disk: say what to do instead
-        raise DataError(
-            f"could not download official CIFAR-10 from {OFFICIAL_URL} ({e}); "
-            "without a network pass --data PATH (an image tree or archive, e.g. "
-            "../shared/data/cifar10-jpeg.tar.gz) or set RESNET_DATA") from e
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download-") as tmp:
+        archive, md5 = Path(tmp) / "cifar-10-python.tar.gz", hashlib.md5()
+        try:
+            with urllib.request.urlopen(OFFICIAL_URL, timeout=DOWNLOAD_TIMEOUT_S) as response, open(archive, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    md5.update(chunk)
+                    out.write(chunk)
+                declared = response.headers.get("Content-Length")
+                if declared is not None and out.tell() != int(declared):
+                    raise ConnectionError(f"cut short at {out.tell():,} of {int(declared):,} bytes")
+        except Exception as e:  # no network, proxy, a cut connection, a full disk: say what to do instead
+            raise DataError(
+                f"could not download official CIFAR-10 from {OFFICIAL_URL} ({type(e).__name__}: {e}); "
+                "without a network pass --data PATH (an image tree or archive, e.g. the JPEG stand-in "
+                "cifar10-jpeg.tar.gz) or set RESNET_DATA") from e
+        if md5.hexdigest() != OFFICIAL_MD5:
+            raise DataError(f"the download of {OFFICIAL_URL} has md5 {md5.hexdigest()}, not the official "
+                            f"{OFFICIAL_MD5} (cut short or altered); nothing was kept, run again")
+        staged = Path(tmp) / OFFICIAL_DIR
+        staged.mkdir()
+        try:
+            with tarfile.open(archive) as tar:  # only the batches, by name: no member chooses where it lands
+                for name in OFFICIAL_BATCHES:
+                    (staged / name).write_bytes(tar.extractfile(f"{OFFICIAL_DIR}/{name}").read())
+        except (KeyError, tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"the download of {OFFICIAL_URL} is not the official archive ({e}); nothing was kept") from e
+        os.replace(staged, folder)
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickles an official batch (a dict of a uint8 array, labels and file names) and nothing else: a crafted
+    file that names any other global (``os.system``, ...) is refused instead of run."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+        return super().find_class(module, name)
 
 
 def _fingerprint(path: Path) -> str:
@@ -127,7 +166,7 @@ def _fingerprint(path: Path) -> str:
     if path.is_file():
         files = [path]
     elif (path / "data_batch_1").exists():
-        files = [path / f"data_batch_{i}" for i in range(1, 6)] + [path / "test_batch"]
+        files = [path / name for name in OFFICIAL_BATCHES]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise DataError(f"{path}: an official CIFAR-10 batches folder without {', '.join(missing)}; "
@@ -155,7 +194,7 @@ def _read_official(path: Path) -> dict:
         f = path / name
         try:
             with open(f, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
+                d = _BatchUnpickler(fh, encoding="bytes").load()
             x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
             return x, np.asarray(d[b"labels"], dtype=np.int64)
         except FileNotFoundError:
