@@ -64,12 +64,18 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool =
 
 
 def iterations_left(cfg: TrainConfig, results_dir: str | Path) -> int:
-    """Iterations still to train for ``cfg`` in ``results_dir`` (from the run's recorded progress)."""
+    """Iterations still to train for ``cfg`` in ``results_dir``: from its checkpoint on (run.json records the
+    checkpoint's iteration); all of them for a run whose checkpoint is gone, since it restarts from the beginning."""
+    from .trainer import CHECKPOINT_FILE
+
     meta_path = cfg.run_dir(results_dir) / results.META_FILE
     if not meta_path.exists():
         return cfg.total_iterations
     meta = results.read_meta(meta_path)
-    return 0 if meta["status"] == "finished" else cfg.total_iterations - meta["iterations_done"]
+    if meta["status"] == "finished":
+        return 0
+    resumable = (meta_path.parent / CHECKPOINT_FILE).exists()
+    return cfg.total_iterations - (meta["iterations_done"] if resumable else 0)
 
 
 def estimate_cost(configs: list[TrainConfig], results_dir: str | Path = "results", iterations: int = 3) -> list[dict]:
