@@ -44,7 +44,7 @@ class TrainConfig:
                             "('1/8': 8k iterations, lr divided at 4k and 6k)")
     lr_decay: float = _f(10.0, "divisor of the lr at each milestone")
     momentum: float = _f(0.9, "SGD momentum")
-    weight_decay: float = _f(1e-4, "L2 weight decay (applied to all parameters, as in the paper)")
+    weight_decay: float = _f(1e-4, "L2 weight decay, on every parameter, BN's included (the paper does not say which; the Torch and Caffe defaults of its time did this, and so do the peers)")
     warmup: bool | None = _f(None, "lr warm-up as for ResNet-110; default (None): on for depth >= 110")
     warmup_lr: float = _f(0.01, "lr during the warm-up")
     warmup_until_error: float = _f(80.0, "the warm-up ends once the training error (%) falls below this")

@@ -93,10 +93,10 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
         return "\n\n".join(parts + ["No run has been trained yet."])
     for study, runs in by_study(every).items():
         finished = [r for r in runs if r.meta["status"] == "finished"]
-        devices = sorted({r.meta["device_name"] for r in runs})
+        devices = sorted({r.meta["device_name"] for r in finished or runs})  # what the results shown came from
         parts.append(f"### {study_label(runs[0].config)}\n\n"
                      f"`{Path(results_dir).name}/{study}/`, data source `{runs[0].meta['data_source']}`, "
-                     f"trained on {', '.join(devices)}.")
+                     f"{'finished runs ' if finished else ''}trained on {', '.join(devices)}.")
         if finished:
             parts[-1] += (f" Its {len(finished)} finished run{'s' if len(finished) > 1 else ''} trained for "
                           f"{_duration(sum(r.meta['wall_s'] for r in finished))} in all (`wall_s` in run.json, summed: "
@@ -168,7 +168,8 @@ def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
             name, reported, jpeg = measured[c["depth"]]
             lines.append(f"for scale: the peer's ResNet-{c['depth']} ({name}), trained on the official images "
                          f"({reported}% reported), scores {jpeg}% on these {run.meta['data_source']} test images "
-                         f"(benchmarks/peer_on_jpeg.md)")
+                         "(benchmarks/peer_on_jpeg.md): a shift between data sets, trained on one and tested on the "
+                         "other, not what training and testing on this data costs")
     return sorted(set(lines))
 
 

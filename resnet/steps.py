@@ -34,7 +34,8 @@ def step(model, optimizer, x: torch.Tensor, y: torch.Tensor, precision: str, cac
     """One SGD update on the batch (x, y); returns the (loss, logits), still on the device."""
     with autocast(x.device, precision, cache):
         logits = model(x)  # (B, 10)
-        loss = F.cross_entropy(logits.float(), y)  # BN, the loss and the weights stay fp32 under bf16 autocast
+        # under bf16 autocast the weights, BN's running statistics and the loss are fp32; BN's outputs are bf16
+        loss = F.cross_entropy(logits.float(), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
