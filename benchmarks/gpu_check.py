@@ -282,8 +282,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="of the speed measurements")
     p.add_argument("--iterations", type=int, default=200, help="timed steps per network and step kind")
     p.add_argument("--quick", action="store_true", help=(
-        "the checks and the per-network speed only, 100 timed steps each (a minute or two): the share of a GPU "
-        "session of 15 minutes (tools/gpu_session.py); without it the runs-at-once sections follow"))
+        "the checks and the per-network speed only, 100 timed steps each (a minute or two); without it the "
+        "runs-at-once sections follow"))
     p.add_argument("--out", default="benchmarks")
     args = p.parse_args(argv)
     device = resolve_device(args.device)

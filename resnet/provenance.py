@@ -21,7 +21,7 @@ def device_name(device: torch.device) -> str:
 
 def git_commit() -> str:
     """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git. A copy of
-    the tree without its .git (a lent GPU machine's) names its commit in RESNET_GIT_COMMIT."""
+    a tree without its .git (a copy on another machine) names its commit in RESNET_GIT_COMMIT."""
     if os.environ.get("RESNET_GIT_COMMIT"):
         return os.environ["RESNET_GIT_COMMIT"]
     here = Path(__file__).resolve().parent
