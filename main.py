@@ -33,14 +33,16 @@
 # schedule never collides with the committed ones. The settings below come from the environment: `RESNET_DATA`,
 # `RESNET_SCHEDULE` (`1/8`: the paper's schedule scaled to 8k iterations, for machines without a big GPU),
 # `RESNET_PRECISION`, `RESNET_RESULTS` and `RESNET_PARALLEL` (read by `resnet.study_from_environment`, which is
-# tested). Before the sweep starts, it prints what the study will cost on this machine. With `RESNET_QUICK=1` (CI)
-# it instead trains two tiny networks on a data subset on the CPU, into a temporary folder, and draws the committed
-# results without saving over their figures: every cell runs the same code in both modes.
+# tested). Before the sweep starts, it prints what the study will cost on this machine. With `RESNET_TRAIN=0` it is
+# the report: it trains nothing and draws every committed study without the data (Figure 7 from its saved numbers,
+# which are of the committed weights); the outputs stored in this notebook are the report's, and the tests check
+# them. With `RESNET_QUICK=1` it trains two tiny networks on a data subset on the CPU, into a temporary folder. Every
+# cell runs the same code in every mode.
 
 # %%
 import resnet
 
-study = resnet.study_from_environment()  # RESNET_DATA, RESNET_SCHEDULE, RESNET_PRECISION, RESNET_RESULTS, RESNET_QUICK
+study = resnet.study_from_environment()  # RESNET_DATA, _SCHEDULE, _PRECISION, _RESULTS, _PARALLEL, _TRAIN, _QUICK
 print(study.describe())
 
 # %% [markdown]
@@ -51,14 +53,14 @@ print(study.describe())
 # %%
 # NBVAL_IGNORE_OUTPUT
 # Timings differ from machine to machine.
-print(resnet.format_cost(resnet.estimate_cost(study.configs, study.results)))
+print(resnet.format_cost(resnet.estimate_cost(study.to_train, study.results)))
 
 # %% [markdown]
 # ## The sweep
 # Trains every run that is not finished in the results folder (an interrupted run resumes from its checkpoint).
 
 # %%
-metas = resnet.sweep(study.configs, study.results, parallel=study.parallel, progress=not study.quick)
+metas = resnet.sweep(study.to_train, study.results, parallel=study.parallel, progress=not study.quick)
 for m in metas:
     print(f"{m['name']:>18}: {m['status']}, {m['iterations_done']} iterations, data: {m['data_source']}")
 
@@ -118,5 +120,6 @@ print("\n".join(resnet.findings(runs)))
 # %%
 fig7_study, fig7_runs = resnet.figure7_runs(runs)
 if fig7_runs:
-    figure7, fig7_numbers = resnet.draw_figure7(fig7_runs, study.figure7_path(fig7_study), device=study.device)
+    figure7, fig7_numbers = resnet.draw_figure7(fig7_runs, study.figure7_path(fig7_study), device=study.device,
+                                                save=study.assets is not None)
     print("\n".join(resnet.response_findings(fig7_numbers["networks"])))

@@ -198,11 +198,36 @@ def read_figure7_numbers(path: str | Path) -> dict:
 
 
 def draw_figure7(run_dirs: list[str | Path], path: str | Path | None = None, data: str | None = None,
-                 device: str = "auto") -> tuple[plt.Figure, dict]:
-    """Figure 7 of saved runs, and its numbers (``figure7_data``). With ``path``, the figure is saved there and its
-    numbers beside it (the same name, ``.json``), from which the README's report checks the paper's findings."""
-    numbers = figure7_data(run_dirs, data, device)
-    fig = plot_figure7({n["network"]: np.array(n["std"]) for n in numbers["networks"]}, path, numbers["images"])
-    if path is not None:
+                 device: str = "auto", save: bool = True) -> tuple[plt.Figure, dict]:
+    """Figure 7 of saved runs, and its numbers (``figure7_data``). Its numbers are kept beside ``path`` (the same
+    name, ``.json``), from which the README's report checks the paper's findings: where they are of these very
+    weights (each run's sha256) on the runs' own data, they are drawn again as they are, without evaluating anything
+    (or needing the data); otherwise they are computed, and with ``save`` the figure and its numbers are written."""
+    numbers = saved_figure7_numbers(run_dirs, path) if data is None else None
+    fresh = numbers is None
+    if fresh:
+        numbers = figure7_data(run_dirs, data, device)
+        for n in numbers["networks"]:  # 7 digits: float32's, and the same bytes whatever summation order ran
+            n["std"] = [float(f"{v:.7g}") for v in n["std"]]
+    keep = save and path is not None and (fresh or not Path(path).exists())
+    fig = plot_figure7({n["network"]: np.array(n["std"]) for n in numbers["networks"]}, path if keep else None,
+                       numbers["images"])
+    if keep and fresh:
         write_atomic(json.dumps(numbers, indent=1) + "\n", Path(path).with_suffix(".json"))
     return fig, numbers
+
+
+def saved_figure7_numbers(run_dirs: list[str | Path], path: str | Path | None) -> dict | None:
+    """The numbers saved beside ``path`` if they are of exactly these runs' weights, else None."""
+    from .results import META_FILE, read_meta
+
+    if path is None or not Path(path).with_suffix(".json").exists():
+        return None
+    numbers = read_figure7_numbers(Path(path).with_suffix(".json"))
+    want = []
+    for run_dir in map(Path, run_dirs):
+        sha = read_meta(run_dir / META_FILE).get("weights_sha256")
+        if sha is None:
+            return None
+        want.append((f"{run_dir.parent.name}/{run_dir.name}", sha))
+    return numbers if [(n["run"], n["weights_sha256"]) for n in numbers["networks"]] == want else None

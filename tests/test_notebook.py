@@ -2,7 +2,8 @@
 in every mode, the notebook having no branches of its own), and over a finished study its calls train nothing
 and redraw the figure and tables.
 
-The notebook's outputs are checked by nbval in quick mode (see the Makefile); these tests cover what nbval cannot.
+The notebook's stored outputs are its report (RESNET_TRAIN=0), checked by nbval (see the Makefile); these tests
+cover what nbval cannot, the quick mode's tiny training included.
 """
 import dataclasses
 import os
@@ -12,7 +13,9 @@ import jupytext
 import resnet
 from resnet.compare import paper_protocol
 
-from .conftest import JPEG_ARCHIVE, fake_run
+from .conftest import SMALL_SOURCE, fake_run
+
+JPEG = "/data/cifar10-jpeg.tar.gz"  # a source by name only: these studies are described, not loaded
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK, TEXT = ROOT / "main.ipynb", ROOT / "main.py"
@@ -59,7 +62,7 @@ def test_full_mode_sweeps_the_papers_ten_networks_into_results():
 
 
 def test_a_short_bf16_study_is_offered_and_lands_in_its_own_folder():
-    s = study(RESNET_DATA=str(JPEG_ARCHIVE), RESNET_SCHEDULE="1/8", RESNET_PRECISION="bf16", RESNET_PARALLEL="4")
+    s = study(RESNET_DATA=JPEG, RESNET_SCHEDULE="1/8", RESNET_PRECISION="bf16", RESNET_PARALLEL="4")
     assert {c.study for c in s.configs} == {"cifar10-jpeg-1of8-bf16"} and s.parallel == 4
     assert all(c.total_iterations == 8000 and c.lr_milestones == (4000, 6000) for c in s.configs)
     assert s.describe() == "10 runs of 8000 iterations, batch 128, bf16, into results/cifar10-jpeg-1of8-bf16/"
@@ -71,10 +74,10 @@ def test_results_can_move():
 
 
 def test_quick_mode_trains_into_a_temporary_folder_and_never_writes_results_or_assets():
-    s = study(RESNET_QUICK="1", RESNET_DATA=str(JPEG_ARCHIVE))
+    s = study(RESNET_QUICK="1", RESNET_DATA=JPEG)
     try:
         assert Path(s.results).resolve() != (ROOT / "results").resolve() and s.shown == "results"
-        assert s.assets is None and s.figure7_path("cifar10-jpeg-full-bf16") is None
+        assert s.assets is None and s.figure7_path("cifar10-jpeg-full-bf16") == "assets/figure7-cifar10-jpeg-full-bf16.png"
         assert all(c.device == "cpu" and c.iterations < 100 and c.train_subset == 1000 for c in s.configs)
         assert s.describe() == "2 runs of 30 iterations, batch 32, fp32, into a temporary folder (quick mode)"
     finally:
@@ -83,7 +86,7 @@ def test_quick_mode_trains_into_a_temporary_folder_and_never_writes_results_or_a
 
 def test_over_a_finished_study_the_notebooks_calls_train_nothing_and_redraw_figure6_and_the_tables(tmp_path):
     # A complete study of fixture runs (made-up curves, random weights) with the paper's exact settings.
-    s = study(RESNET_RESULTS=str(tmp_path / "results"), RESNET_DATA=str(JPEG_ARCHIVE))
+    s = study(RESNET_RESULTS=str(tmp_path / "results"), RESNET_DATA=JPEG)
     for i, config in enumerate(s.configs):
         fake_run(s.results, 6.0 + i / 2, config=config)
     stamps = {p: p.stat().st_mtime_ns for p in Path(s.results).glob("*/*/*")}
@@ -112,3 +115,32 @@ def test_a_fresh_official_data_study_never_collides_with_the_committed_runs():
         assert not config.run_dir(committed).exists()
     committed_studies = {run.study for run in resnet.load_runs(committed, finished_only=False)}
     assert "official-full-fp32" not in committed_studies
+
+
+def test_the_report_trains_nothing_and_saves_no_figure_whatever_else_is_set():
+    s = study(RESNET_TRAIN="0", RESNET_QUICK="1", RESNET_DATA=JPEG)
+    assert s.to_train == () and not s.quick and s.assets is None and s.shown == s.results == "results"
+    assert s.describe() == "the report (RESNET_TRAIN=0): nothing is trained; every study in results/ is drawn"
+    assert study().to_train == study().configs  # the study trains what is missing
+    import pytest
+
+    with pytest.raises(ValueError, match="RESNET_TRAIN must be 0 .* or 1, not 'no'"):
+        study(RESNET_TRAIN="no")
+
+
+def test_the_notebook_in_quick_mode_trains_two_tiny_runs_and_draws_the_committed_studies(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RESNET_QUICK": "1", "RESNET_DATA": str(SMALL_SOURCE), "MPLBACKEND": "Agg",
+           "TMPDIR": str(tmp_path)}
+    env.pop("RESNET_TRAIN", None)
+    stamps = {p: p.stat().st_mtime_ns for p in (ROOT / "assets").iterdir()}
+    done = subprocess.run([sys.executable, str(TEXT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "2 runs of 30 iterations, batch 32, fp32, into a temporary folder (quick mode)" in out
+    assert "plain8-seed0: finished, 30 iterations, data: cifar10-small.tar" in out
+    assert "resnet8-seed0: finished, 30 iterations" in out
+    assert "results/cifar10-jpeg-full-bf16/:" in out  # the committed studies are drawn too
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "assets").iterdir()} == stamps  # and their figures not rewritten
