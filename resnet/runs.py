@@ -56,11 +56,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     return LoadedRun(model.to(device).eval(), meta, device)
 
 
-def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto") -> dict:
-    """Test error of a finished run's saved weights, on its own data source or on ``data``."""
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
+                 precision: str | None = None) -> dict:
+    """Test error of a finished run's saved weights, on its own data source or on ``data``, in the run's own
+    precision or in ``precision``."""
     run = load_run(run_dir, device)
     dd = run.data(data)
-    loss, error = evaluate(run.model, dd.test_x, dd.test_y, run.config.precision)
+    loss, error = evaluate(run.model, dd.test_x, dd.test_y, precision or run.config.precision)
     return {"name": run.meta["name"], "data_source": dd.source, "data_checksum": dd.checksum, "test_loss": loss,
             "test_error": error, "recorded_test_error": run.meta["final_test_error"],
             "same_data": dd.checksum == run.meta["data_checksum"]}

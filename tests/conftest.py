@@ -1,8 +1,19 @@
-"""Shared fixtures: the JPEG stand-in data, tiny sources written on the fly, fast tiny runs."""
+"""Shared fixtures: CIFAR-10 for the real-data tests, a small learnable source written on the fly for the rest,
+tiny sources of every format, fast tiny runs.
+
+Most tests need images, not CIFAR-10: they train on ``SMALL_SOURCE``, 1,000 training and 500 test images drawn
+here (each class a coloured pattern plus noise, so a tiny network learns them in a few dozen iterations). The tests
+that need CIFAR-10 itself (``real_data``, ``real_source``) take, in this order: ``RESNET_TEST_DATA``; the JPEG
+stand-in beside the checkout (``../shared/data/cifar10-jpeg.tar.gz``); the project's default source, the official
+archive (downloaded and md5-checked into the cache). With none of them they are skipped, saying how to enable them;
+with ``RESNET_REQUIRE_DATA=1`` (CI) they fail instead, so a run never goes green by skipping them.
+"""
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -10,34 +21,114 @@ import pytest
 import torch
 
 from resnet import TrainConfig, build_model, load_cifar10, to_device
-from resnet.data import CLASSES
+from resnet.data import CLASSES, DataError
+from resnet.files import torch_bytes, write_atomic
 from resnet.results import META_FIELDS, write_csv, write_meta
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-# The tests train and check on real CIFAR-10 images: by default the JPEG stand-in beside the checkout.
-JPEG_ARCHIVE = Path(os.environ.get("RESNET_TEST_DATA", SHARED / "data" / "cifar10-jpeg.tar.gz")).resolve()
-PEERS = SHARED / "peers"
+STANDIN = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"  # where this project's own machines keep it
+PEERS = ROOT.parent / "shared" / "peers"  # a peer's official-data weights, where present
+SMALL_SOURCE = ROOT / ".cache" / "tests" / "cifar10-small.tar"  # written by the session fixture below
+HOW_TO_GET_DATA = (
+    "set RESNET_TEST_DATA to a CIFAR-10 source (the official archive's cifar-10-batches-py folder, or an image "
+    "tree/archive such as the JPEG stand-in, see README's 'Choosing the data'), or run where the official download "
+    "is reachable")
+
+
+def _small_images(seed: int, per_class: int) -> np.ndarray:
+    """``per_class`` 32x32 RGB images of each class: the class's fixed coloured pattern plus noise."""
+    patterns = np.random.default_rng(1234).integers(0, 256, (10, 4, 4, 3)).repeat(8, 1).repeat(8, 2)
+    noise = np.random.default_rng(seed).normal(0, 40, (10, per_class, 32, 32, 3))
+    return np.clip(patterns[:, None] + noise, 0, 255).astype(np.uint8)
+
+
+def write_small_source(path: Path = SMALL_SOURCE) -> Path:
+    """An image archive {train,test}/<class>/<i>.png of 100 training and 50 test images per class (deterministic
+    bytes, so its cache entry is reused from one test run to the next)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for split, seed, per_class in (("train", 0, 100), ("test", 1, 50)):
+            for c, images in enumerate(_small_images(seed, per_class)):
+                for i, img in enumerate(images):
+                    png = io.BytesIO()
+                    Image.fromarray(img).save(png, format="png")
+                    info = tarfile.TarInfo(f"cifar10-small/{split}/{CLASSES[c]}/{i:04d}.png")
+                    info.size = len(png.getvalue())
+                    tar.addfile(info, io.BytesIO(png.getvalue()))
+    raw = buf.getvalue()
+    if not (path.exists() and path.read_bytes() == raw):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(raw, path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def small_source() -> Path:
+    return write_small_source()
 
 
 @pytest.fixture(scope="session")
-def jpeg():
-    """The whole JPEG stand-in for CIFAR-10, decoded once (cached in .cache/)."""
-    if not JPEG_ARCHIVE.exists():
-        pytest.fail(f"{JPEG_ARCHIVE} is missing: the tests need CIFAR-10 images (set RESNET_TEST_DATA)")
-    return load_cifar10(str(JPEG_ARCHIVE))
+def small_data(small_source):
+    """The small learnable source's 1,000 training and 500 test images on the CPU."""
+    return to_device(load_cifar10(str(small_source)), "cpu", train_subset=1000, test_subset=500)
+
+
+def find_real_source() -> tuple[str | None, str]:
+    """The CIFAR-10 source for the real-data tests (see the module docstring), or None and why there is none."""
+    if os.environ.get("RESNET_TEST_DATA"):
+        return os.environ["RESNET_TEST_DATA"], ""
+    if STANDIN.exists():
+        return str(STANDIN), ""
+    try:
+        load_cifar10("official")
+        return "official", ""
+    except DataError as e:
+        return None, str(e).split(";")[0]
 
 
 @pytest.fixture(scope="session")
-def small_data(jpeg):
-    """1,000 training and 500 test images of the real data on the CPU."""
-    return to_device(jpeg, "cpu", train_subset=1000, test_subset=500)
+def real_source() -> str:
+    """A CIFAR-10 source (a path or 'official'); the test is skipped without one (failed with RESNET_REQUIRE_DATA=1)."""
+    source, why = find_real_source()
+    if source is None:
+        no_data(f"no CIFAR-10 source ({why}): {HOW_TO_GET_DATA}")
+    return source
+
+
+@pytest.fixture(scope="session")
+def real_data(real_source):
+    """All of CIFAR-10 from ``real_source``, decoded once (cached in .cache/)."""
+    try:
+        return load_cifar10(real_source)
+    except DataError as e:  # RESNET_TEST_DATA names something that is not CIFAR-10: say so, always
+        pytest.fail(f"RESNET_TEST_DATA={real_source}: {e}")
+
+
+@pytest.fixture(scope="session")
+def peers() -> Path:
+    """The folder of a peer's official-data weights (akamaster-resnet20.th, akamaster-resnet56.th): RESNET_TEST_PEERS,
+    else ../shared/peers; the test is skipped without them (failed with RESNET_REQUIRE_DATA=1)."""
+    folder = Path(os.environ.get("RESNET_TEST_PEERS", PEERS))
+    if not (folder / "akamaster-resnet20.th").exists():
+        no_data(f"no peer weights in {folder}: set RESNET_TEST_PEERS to a folder holding akamaster-resnet20.th and "
+                "akamaster-resnet56.th (pretrained_models/resnet20-12fca82f.th and resnet56-4bfd9763.th of "
+                "github.com/akamaster/pytorch_resnet_cifar10, renamed)")
+    return folder
+
+
+def no_data(why: str):
+    """Skip a test that needs data this machine does not have; under RESNET_REQUIRE_DATA=1, fail it."""
+    if os.environ.get("RESNET_REQUIRE_DATA") == "1":
+        pytest.fail(f"{why} (RESNET_REQUIRE_DATA=1: the real-data tests must run)")
+    pytest.skip(why)
 
 
 def tiny_config(**kw) -> TrainConfig:
     """A depth-8 net, batch 32, a few dozen iterations: seconds on the CPU."""
     base = dict(depth=8, batch_size=32, iterations=40, milestones=(20, 30), eval_every=10, checkpoint_every=10,
-                data=str(JPEG_ARCHIVE), train_subset=1000, test_subset=500, device="cpu")
+                data=str(SMALL_SOURCE), train_subset=1000, test_subset=500, device="cpu")
     return TrainConfig(**{**base, **kw})
 
 
@@ -58,13 +149,13 @@ def fake_run(results, final_test, seed=0, config: TrainConfig | None = None, **c
                  images_per_s=1000.0) for i, t in zip(its, test)]
     write_csv(rows, run_dir / "log.csv")
     model = build_model(cfg)
-    torch.save(model.state_dict(), run_dir / "weights.pt")
+    weights_sha256 = write_atomic(torch_bytes(model.state_dict()), run_dir / "weights.pt")  # as the trainer saves them
     meta = {k: None for k in META_FIELDS} | dict(
         name=cfg.name, status="finished", config=cfg.to_dict(), data_source="fixture", data_checksum="0" * 64,
         n_train=50_000, n_val=0, n_test=10_000, torch=torch.__version__, device_name="none", git_commit="fixture",
         parameters=sum(p.numel() for p in model.parameters()), iterations_done=iterations, warmup_end=0,
         final_test_error=float(test[-1]), best_test_error=float(test.min()), best_test_iteration=int(its[-1]),
-        final_train_error=float(test[-1] - 2), wall_s=1.0, started="2026-01-01T00:00:00", finished="2026-01-01T00:01:00")
+        final_train_error=float(test[-1] - 2), wall_s=1.0, weights_sha256=weights_sha256, started="2026-01-01T00:00:00", finished="2026-01-01T00:01:00")
     write_meta(meta, run_dir / "run.json")
     return run_dir
 

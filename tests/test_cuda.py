@@ -9,11 +9,11 @@ from benchmarks import gpu_check
 from resnet import TrainConfig
 from resnet.batches import device_data
 
-from .conftest import JPEG_ARCHIVE
+from .conftest import SMALL_SOURCE
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 CUDA = torch.device("cuda")
-BASE = gpu_check.tiny(TrainConfig(data=str(JPEG_ARCHIVE), device="cuda"), depth=8)
+BASE = gpu_check.tiny(TrainConfig(data=str(SMALL_SOURCE), device="cuda"), depth=8)
 
 
 @pytest.fixture(scope="module")

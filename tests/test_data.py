@@ -16,12 +16,12 @@ from .conftest import random_images, write_official, write_tree
 
 # --- sources -------------------------------------------------------------------------------------
 
-def test_jpeg_stand_in_has_the_official_counts_and_classes(jpeg):
-    assert jpeg.train_x.shape == (50_000, 32, 32, 3) and jpeg.test_x.shape == (10_000, 32, 32, 3)
-    assert jpeg.train_x.dtype == np.uint8
-    assert np.bincount(jpeg.train_y).tolist() == [5000] * 10
-    assert np.bincount(jpeg.test_y).tolist() == [1000] * 10
-    assert len(jpeg.checksum) == 64
+def test_jpeg_stand_in_has_the_official_counts_and_classes(real_data):
+    assert real_data.train_x.shape == (50_000, 32, 32, 3) and real_data.test_x.shape == (10_000, 32, 32, 3)
+    assert real_data.train_x.dtype == np.uint8
+    assert np.bincount(real_data.train_y).tolist() == [5000] * 10
+    assert np.bincount(real_data.test_y).tolist() == [1000] * 10
+    assert len(real_data.checksum) == 64
 
 
 def test_official_format_is_read_exactly(tmp_path, isolated_cache):
@@ -212,26 +212,26 @@ def test_counts_other_than_official_need_an_explicit_subset(tmp_path, isolated_c
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def test_per_pixel_mean_is_subtracted(jpeg):
-    dd = to_device(jpeg, "cpu", train_subset=1000, test_subset=100)
+def test_per_pixel_mean_is_subtracted(real_data):
+    dd = to_device(real_data, "cpu", train_subset=1000, test_subset=100)
     assert dd.mean.shape == (3, 32, 32)
     assert dd.train_x.mean(0).abs().max() < 1e-5  # the training images average to zero at every pixel
-    idx = balanced_subset(jpeg.train_y, 1000, "train")
-    raw = torch.from_numpy(jpeg.train_x[idx]).permute(0, 3, 1, 2).float() / 255
+    idx = balanced_subset(real_data.train_y, 1000, "train")
+    raw = torch.from_numpy(real_data.train_x[idx]).permute(0, 3, 1, 2).float() / 255
     torch.testing.assert_close(dd.mean, raw.mean(0))
     # mean per channel close to CIFAR-10's (../shared/data/README.md)
     assert np.allclose(dd.mean.mean((1, 2)).numpy(), [0.491, 0.481, 0.445], atol=0.02)
 
 
-def test_balanced_subsets_and_stratified_validation_split(jpeg):
-    idx = balanced_subset(jpeg.train_y, 1000, "train")
-    assert np.bincount(jpeg.train_y[idx]).tolist() == [100] * 10
-    train, val = validation_split(jpeg.train_y, 5000, seed=0)
+def test_balanced_subsets_and_stratified_validation_split(real_data):
+    idx = balanced_subset(real_data.train_y, 1000, "train")
+    assert np.bincount(real_data.train_y[idx]).tolist() == [100] * 10
+    train, val = validation_split(real_data.train_y, 5000, seed=0)
     assert len(train) == 45_000 and len(val) == 5000 and not np.intersect1d(train, val).size
-    assert np.bincount(jpeg.train_y[val]).tolist() == [500] * 10
-    again = validation_split(jpeg.train_y, 5000, seed=0)[1]
+    assert np.bincount(real_data.train_y[val]).tolist() == [500] * 10
+    again = validation_split(real_data.train_y, 5000, seed=0)[1]
     assert np.array_equal(val, again)
-    dd = to_device(jpeg, "cpu", train_subset=1000, test_subset=100, val_size=100)
+    dd = to_device(real_data, "cpu", train_subset=1000, test_subset=100, val_size=100)
     assert len(dd.train_x) == 900 and len(dd.val_x) == 100
 
 

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from resnet import CifarNet, TrainConfig, build_model, capture_responses, count_parameters, from_peer_checkpoint
 from resnet.models import Block, Projection, ZeroPadShortcut
 
-from .conftest import PEERS
 
 # He et al. 2016 / ../shared/PAPER.md: exact counts for option A and plain nets (97,216 n - 21,926).
 PAPER_PARAMS = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
@@ -144,8 +143,8 @@ def _akamaster_forward(state: dict, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name, depth", [("akamaster-resnet20.th", 20), ("akamaster-resnet56.th", 56)])
-def test_peer_weights_load_and_give_the_same_logits(name, depth):
-    path = PEERS / name
+def test_peer_weights_load_and_give_the_same_logits(name, depth, peers):
+    path = peers / name
     model = from_peer_checkpoint(path)
     assert model.depth == depth and count_parameters(model) == PAPER_PARAMS[depth]
     raw = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
@@ -159,10 +158,11 @@ def test_peer_weights_load_and_give_the_same_logits(name, depth):
         torch.testing.assert_close(model(x), _akamaster_forward(state, x), rtol=1e-5, atol=1e-5)
 
 
-def test_peer_resnet20_recognises_the_jpeg_test_images(jpeg):
+def test_peer_resnet20_recognises_the_test_images(real_data, peers):
     """Labels, channel order and layout of our data agree with official CIFAR-10: the peer's
     network (trained on the official images, ImageNet normalisation) classifies them well."""
-    model = from_peer_checkpoint(PEERS / "akamaster-resnet20.th")
+    jpeg = real_data
+    model = from_peer_checkpoint(peers / "akamaster-resnet20.th")
     x = torch.from_numpy(jpeg.test_x[::10]).permute(0, 3, 1, 2).float() / 255  # 1,000 images, 100 per class
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     with torch.no_grad():

@@ -343,6 +343,20 @@ def test_findings_check_the_papers_claims(fixture_results):
     assert findings([]) == ["no finished runs to compare with the paper"]
 
 
+def test_resnet110_s_mean_over_seeds_is_compared_with_the_paper_s_mean_and_its_best_run_with_the_best(tmp_path):
+    fake_run(tmp_path, 7.0, seed=0, net="resnet", depth=110)
+    only = [l.strip() for l in findings(load_runs(tmp_path)) if "ResNet-110" in l]
+    assert only == ["ResNet-110: one run, 7.55% vs the paper's mean of 5, 6.61 ± 0.16%, +0.94 points"]
+    for seed, final in ((1, 6.6), (2, 7.4)):
+        fake_run(tmp_path, final, seed=seed, net="resnet", depth=110)
+    (line,) = [l.strip() for l in findings(load_runs(tmp_path)) if "ResNet-110" in l]
+    assert line == ("ResNet-110: mean of 3 runs 7.55% vs the paper's mean of 5, 6.61 ± 0.16%, +0.94 points; "
+                    "best run 7.15% vs its best 6.43%, +0.72 points")  # fake_run's curves end 0.55 above ``final``
+    row = error_table(load_runs(tmp_path)).iloc[0]
+    assert (row["network"], row["seeds"], row["test error % (final)"], row["paper"]) == (
+        "ResNet-110", 3, "7.55 ± 0.40", "6.61 ± 0.16, best 6.43")
+
+
 @pytest.mark.parametrize("final, verdict", [(88.0, "holds"), (40.0, "does not hold")])
 def test_plain_110_is_checked_against_the_papers_above_60_percent_and_stays_out_of_the_depth_trend(
         fixture_results, final, verdict):
@@ -423,6 +437,8 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
             "12.55%, training error 10.55% at iteration 8,000; trained on cpu to iteration 1,000, cuda to 2,500, "
             "then cpu") in short
     assert " trained on cpu" not in full  # one device each: nothing said
+    # a study's devices are those of its finished runs (plain-20's cuda stint is its own line, above)
+    assert "data source `fixture`, finished runs trained on none." in short
     assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
     assert "Its 1 finished run trained for 1 s in all" in short  # the running one not counted
     assert "Its 7 finished runs trained for 7 s in all" in full  # fake_run's wall_s: 1 s each
@@ -433,7 +449,8 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
         "# Peer\n\n| weights | reported | measured |\n|---|---|---|\n| akamaster-resnet56.th | 6.61 | 16.80 |\n")
     with_peers = results_markdown(fixture_results, "assets", tmp_path / "peer-benchmarks")
     assert with_peers.count("- for scale: the peer's ResNet-56 (akamaster-resnet56.th), trained on the official images "
-                            "(6.61% reported), scores 16.80% on these fixture test images") == 1  # the full study only
+                            "(6.61% reported), scores 16.80% on these fixture test images (benchmarks/peer_on_jpeg.md): "
+                            "a shift between data sets, trained on one and tested on the other") == 1  # the full study only
     readme = tmp_path / "README.md"
     peers_start, peers_end = markers("peers")
     summary_start, summary_end = markers("summary")
@@ -539,9 +556,11 @@ def test_the_report_says_when_a_runs_checkpoint_is_lost_and_when_a_run_restarted
 def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys):
     from resnet.report import results_markdown
 
-    from .conftest import JPEG_ARCHIVE
+    from .conftest import write_official
 
-    base = TrainConfig(data=str(JPEG_ARCHIVE))  # all test images: Figure 7 draws comparable runs only
+    # Figure 7 draws runs on all of CIFAR-10's images only: random ones in the official format, at its counts
+    full_size = write_official(tmp_path / "cifar-10-batches-py", per_class_train=5000, per_class_test=1000)
+    base = TrainConfig(data=str(full_size))
     for net, depth in (("plain", 20), ("resnet", 20), ("resnet", 32)):  # ResNet-32 is not in Figure 7
         fake_run(tmp_path / "results", 10.0, config=dataclasses.replace(base, net=net, depth=depth))
     fake_run(tmp_path / "results", 12.0, config=dataclasses.replace(base, schedule="1/8", net="plain", depth=56))
@@ -559,6 +578,14 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
     assert all(len(n["std"]) == 19 for n in numbers["networks"]) and "10000 test images" in numbers["images"]
     findings = response_findings(numbers["networks"])
     assert len(findings) == 1 and findings[0] in text  # the finding checked in the README, from the saved numbers
+    # drawn again from its saved numbers while they are of these weights: nothing evaluated, nothing rewritten, no data
+    import shutil
+
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "assets").glob("figure7-*")}
+    shutil.rmtree(full_size)
+    assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "assets")]) == 0
+    assert f"Figure 7 of {study} saved to" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "assets").glob("figure7-*")} == stamps
     numbers["networks"][1]["weights_sha256"] = "0" * 64  # numbers of other weights than the run's
     numbers_path.write_text(json.dumps(numbers))
     text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
@@ -571,3 +598,12 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
                                                            tmp_path / "no-benchmarks")
     assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "a2"), "--no-figure7"]) == 0
     assert not list((tmp_path / "a2").glob("figure7-*"))
+
+
+def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
+    from resnet.provenance import git_commit
+
+    monkeypatch.setenv("RESNET_GIT_COMMIT", "abc123")
+    assert git_commit() == "abc123"
+    monkeypatch.delenv("RESNET_GIT_COMMIT")
+    assert git_commit() != "abc123"

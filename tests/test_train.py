@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, train
+from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, to_device, train
 from resnet.runfolder import finished_meta
 from resnet.results import CSV_COLUMNS, read_csv, read_meta
 
@@ -92,6 +92,13 @@ def test_a_short_real_run_learns_and_writes_valid_results(finished_run, small_da
     assert all(v.dtype in (torch.float32, torch.int64) for v in weights.values())
 
 
+def test_a_short_run_on_cifar10_itself_learns(tmp_path, real_source, real_data):
+    cfg = tiny_config(data=real_source)
+    meta = train(cfg, tmp_path, data=to_device(real_data, "cpu", train_subset=1000, test_subset=500), progress=False)
+    assert meta["status"] == "finished" and meta["data_checksum"] == real_data.checksum
+    assert meta["final_test_error"] < 85  # chance is 90%
+
+
 def test_a_finished_run_is_not_retrained(finished_run, small_data):
     cfg, results, meta = finished_run
     stamp = (cfg.run_dir(results) / "weights.pt").stat().st_mtime_ns
@@ -104,9 +111,9 @@ def test_a_finished_run_is_not_retrained(finished_run, small_data):
     assert official.run_dir(results).parent.name == "official-full-fp32" != cfg.run_dir(results).parent.name
     assert finished_meta(official, results) is None
     # another source that maps to the same study folder is refused, naming the difference
-    zipped = dataclasses.replace(cfg, data="/elsewhere/cifar10-jpeg.zip")
+    zipped = dataclasses.replace(cfg, data="/elsewhere/cifar10-small.zip")
     assert zipped.run_dir(results) == cfg.run_dir(results)
-    with pytest.raises(RunConflict, match=f"other settings: data '{meta['data_source']}' \\(asked for 'cifar10-jpeg.zip'\\)"):
+    with pytest.raises(RunConflict, match=f"other settings: data '{meta['data_source']}' \\(asked for 'cifar10-small.zip'\\)"):
         train(zipped, results, data=small_data, progress=False)
     moved = dataclasses.replace(cfg, data="/elsewhere/" + cfg.data.rsplit("/", 1)[1], device="auto")
     assert train(moved, results, data=small_data, progress=False) == meta  # same data, another machine's path
@@ -393,6 +400,16 @@ def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_r
     assert row["hours"] == pytest.approx((40 * row["s / iteration"] + 4 * row["s / evaluation"]) / 3600)
     assert format_cost(rows).splitlines()[-1].startswith("total: ")
     assert format_cost([]) == "nothing left to train"
+
+
+def test_the_cost_estimate_counts_from_the_checkpoint_and_all_of_a_run_that_lost_it(tmp_path, small_data):
+    from resnet.cost import iterations_left
+
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    assert iterations_left(cfg, tmp_path) == 20
+    (cfg.run_dir(tmp_path) / "checkpoint.pt").unlink()  # it restarts from the beginning: all 40 are to train
+    assert iterations_left(cfg, tmp_path) == 40
 
 
 def test_a_time_limit_stops_before_the_limit_when_the_next_interval_would_not_fit(tmp_path, small_data, monkeypatch):
