@@ -75,6 +75,13 @@ def small_data(small_source):
     return to_device(load_cifar10(str(small_source)), "cpu", train_subset=1000, test_subset=500)
 
 
+@pytest.fixture(scope="session")
+def full_size_source(tmp_path_factory) -> Path:
+    """Random images at CIFAR-10's counts (50,000 training, 10,000 test), in the official format: for code that
+    asks for all of the images (Figure 7, the cost benchmark), where their content does not matter."""
+    return write_official(tmp_path_factory.mktemp("full-size") / "cifar-10-batches-py", 5000, 1000)
+
+
 def find_real_source() -> tuple[str | None, str]:
     """The CIFAR-10 source for the real-data tests (see the module docstring), or None and why there is none."""
     if os.environ.get("RESNET_TEST_DATA"):
@@ -113,7 +120,7 @@ def peers() -> Path:
     folder = Path(os.environ.get("RESNET_TEST_PEERS", PEERS))
     if not (folder / "akamaster-resnet20.th").exists():
         no_data(f"no peer weights in {folder}: set RESNET_TEST_PEERS to a folder holding akamaster-resnet20.th and "
-                "akamaster-resnet56.th (pretrained_models/resnet20-12fca82f.th and resnet56-4bfd9763.th of "
+                "akamaster-resnet56.th (the ResNet-20 and ResNet-56 of pretrained_models/ in "
                 "github.com/akamaster/pytorch_resnet_cifar10, renamed)")
     return folder
 

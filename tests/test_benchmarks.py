@@ -6,12 +6,12 @@ import pytest
 from .conftest import SMALL_SOURCE
 
 
-def test_study_cost_benchmark_smoke(tmp_path):
+def test_study_cost_benchmark_smoke(tmp_path, full_size_source):
     from benchmarks import study_cost
 
     out = tmp_path / "study_cost_cpu_fp32.md"
     study_cost.main(["--depths", "8", "--iterations", "1", "--device", "cpu", "--precision", "fp32",
-                     "--data", str(SMALL_SOURCE), "--out", str(out)])
+                     "--data", str(full_size_source), "--out", str(out)])
     text = out.read_text()
     assert "| resnet-8 |" in text and "| plain-8 |" in text and "The 2 networks" in text and "hours at 1/8 (8k)" in text
     from resnet.report import cost_markdown

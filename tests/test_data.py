@@ -328,3 +328,17 @@ def test_an_official_folder_missing_a_batch_is_named(tmp_path, isolated_cache):
     (folder / "test_batch").unlink()
     with pytest.raises(DataError, match="cifar-10-batches-py: an official CIFAR-10 batches folder without test_batch"):
         load_cifar10(str(folder))
+
+
+def test_a_real_data_test_without_data_is_skipped_saying_why_or_failed_where_data_is_required(monkeypatch):
+    from .conftest import no_data
+
+    monkeypatch.delenv("RESNET_REQUIRE_DATA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no CIFAR-10 source"):
+        no_data("no CIFAR-10 source")
+    monkeypatch.setenv("RESNET_REQUIRE_DATA", "1")  # CI: a skip would hide that the tests did not run
+    try:
+        no_data("no CIFAR-10 source")
+    except BaseException as e:  # noqa: BLE001 - a skip is not an Exception, and must not pass for a failure here
+        raised = e
+    assert isinstance(raised, pytest.fail.Exception) and "(RESNET_REQUIRE_DATA=1" in str(raised), repr(raised)

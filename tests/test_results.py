@@ -424,7 +424,7 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
     running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
     meta = read_meta(running / "run.json")
-    meta.update(status="running", iterations_done=3000, final_test_error=None,
+    meta.update(status="running", iterations_done=3000, final_test_error=None, device_name="gpu-fixture",
                 reseeded=[{"iteration": 1000, "from": "cpu", "to": "cuda"}, {"iteration": 2500, "from": "cuda", "to": "cpu"}])
     (running / "weights.pt").unlink()
     (running / "checkpoint.pt").write_bytes(b"")  # only its presence is read
@@ -553,13 +553,13 @@ def test_the_report_says_when_a_runs_checkpoint_is_lost_and_when_a_run_restarted
     assert "- resnet20-seed0 restarted from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost" in report()
 
 
-def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys):
+def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys, full_size_source):
     from resnet.report import results_markdown
 
-    from .conftest import write_official
+    import shutil
 
     # Figure 7 draws runs on all of CIFAR-10's images only: random ones in the official format, at its counts
-    full_size = write_official(tmp_path / "cifar-10-batches-py", per_class_train=5000, per_class_test=1000)
+    full_size = shutil.copytree(full_size_source, tmp_path / "cifar-10-batches-py")  # this test removes it
     base = TrainConfig(data=str(full_size))
     for net, depth in (("plain", 20), ("resnet", 20), ("resnet", 32)):  # ResNet-32 is not in Figure 7
         fake_run(tmp_path / "results", 10.0, config=dataclasses.replace(base, net=net, depth=depth))
@@ -579,8 +579,6 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
     findings = response_findings(numbers["networks"])
     assert len(findings) == 1 and findings[0] in text  # the finding checked in the README, from the saved numbers
     # drawn again from its saved numbers while they are of these weights: nothing evaluated, nothing rewritten, no data
-    import shutil
-
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "assets").glob("figure7-*")}
     shutil.rmtree(full_size)
     assert main(["plot", "--results", str(tmp_path / "results"), "--assets", str(tmp_path / "assets")]) == 0
