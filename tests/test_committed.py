@@ -17,10 +17,10 @@ CHECKPOINTS = sorted(COMMITTED.rglob("checkpoint.pt"))
 # The re-evaluation is in fp32, whatever precision the run trained in: fp32 is fast on every CPU, where bf16 without
 # bf16 instructions takes hours. Its error is compared with the one recorded during training (bf16 autocast, one
 # thread), which differs by a few of the 10,000 images' predictions; kernels and summation orders, chosen by
-# instruction set and thread count, move it by a few more. benchmarks/reeval_spread.md measured both: fp32 under
-# 1 and 2 threads and ONEDNN_MAX_CPU_ISA AVX2, AVX512_CORE and the default, at most 11 images from the recorded
-# error (0.11 points). The tolerance is 0.3 points, over twice that: far below what a wrong network, wrong weights
-# or wrong data move (points, not images).
+# instruction set and thread count, could move it more. benchmarks/reeval_spread.md measured both: fp32 under
+# 1 and 2 threads and ONEDNN_MAX_CPU_ISA AVX2, AVX512_CORE and the default gave the same count every time, at most
+# 11 images from the recorded error (0.11 points). The tolerance is 0.3 points, over twice that: far below what a
+# wrong network, wrong weights or wrong data move (points, not images).
 CPU_TOLERANCE = 0.3
 # A GPU-trained run's weights (none is committed yet) meet other convolution algorithms on a CPU as well: 20 images
 # more.
