@@ -1,7 +1,7 @@
 # Two commands for a newcomer (see README.md):
 #   make study   set up, then run main.ipynb top to bottom (trains what is missing in results/, redraws figures)
 #   make test    set up, then run the test suite and the notebook's check (its stored report, redrawn from results/)
-#   make report  redraw the figures, the notebook's stored outputs and the README's results from results/
+#   make report  redraw the figures, the notebook's stored outputs, README.md's and docs/results.md's results
 # After editing main.ipynb or its plain-text twin main.py outside a jupytext-aware Jupyter: make sync
 PYTHON ?= python3
 VENV ?= .venv

@@ -1,5 +1,5 @@
 """bf16 autocast against fp32 on the CPU: the same run (ResNet-20, seed 0, 1/8 schedule) trained in each precision,
-compared for final test error and speed. The CPU campaign trains in bf16 only if the two errors are within 0.5 points
+compared for final test error and speed. bf16 is fit for the study only if the two errors are within 0.5 points
 (the command exits 1 otherwise).
 
     python -m benchmarks.bf16_cpu [--results results] [--out benchmarks/bf16_cpu.md]
@@ -17,7 +17,7 @@ from resnet.results import read_csv, read_meta
 
 from .common import markdown_table
 
-GATE = 0.5  # points of test error: more apart than this, and the campaign does not train in bf16
+GATE = 0.5  # points of test error: more apart than this, and bf16 is not fit for the study
 
 
 def compare(results: Path, data: str) -> tuple[list[dict], float]:
@@ -53,8 +53,8 @@ def main(argv=None):
 
 {markdown_table(rows)}
 
-bf16 minus fp32: **{diff:+.2f} points** of final test error, {verdict} the {GATE}-point gate, so the campaign
-{'trains' if abs(diff) <= GATE else 'must not train'} in bf16. One seed each: the difference mixes the effect of
+bf16 minus fp32: **{diff:+.2f} points** of final test error, {verdict} the {GATE}-point gate, so the study
+{'may train' if abs(diff) <= GATE else 'must not train'} in bf16. One seed each: the difference mixes the effect of
 precision with run-to-run noise (other rounding sends the two runs down other paths), whose size at this schedule
 has not been measured here (the paper's ResNet-110 varies by ±0.16 points over five runs at the full schedule).
 
@@ -66,7 +66,7 @@ statistics, the loss and the optimizer stay fp32, and the test error is measured
 """
     Path(args.out).write_text(text)
     print(text)
-    return 0 if abs(diff) <= GATE else 1  # a failed gate is a failed command, so a campaign script stops
+    return 0 if abs(diff) <= GATE else 1  # a failed gate is a failed command, so a script stops
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
 """The graphed step's accuracy against the eager step's at the paper's schedule: ResNet-20, same seed, same
 precision, trained twice side by side. `--cuda-graph` may become the default on CUDA only once this is measured.
 
-    python3 -m benchmarks.graph_accuracy --data .gpu/data/cifar10-jpeg.tar.gz --out $OUT   # on a GPU, per command
+    python -m benchmarks.graph_accuracy --data PATH --out DIR --minutes 60   # on a GPU; again to go on
     python -m benchmarks.graph_accuracy --smoke --data PATH --out DIR   # seconds on a CPU: the same code, tiny runs
 
-For the lent GPU machine (10 minutes a command, files back only through $OUT): each command trains both runs at
-once, one process each, until --minutes, then exports each run (its checkpoint included) into --out as
-graph-accuracy-<eager|graphed>.tar. Carried back in (--carry, e.g. `.gpu/carry` after the machine was lost), an
-unfinished pair resumes where it stopped; on a machine kept warm, --work keeps them. Once both have finished it
-writes <out>/graph_accuracy.md and .json: each run's final and best test error, the largest gap between the two
+Each command trains both runs at once, one process each, for at most --minutes, then exports each run (its
+checkpoint included) into --out as graph-accuracy-<eager|graphed>.tar, so the measurement can be done in pieces on
+machines with a wall clock. Archives of an earlier command passed as --carry (on another machine, say) resume the
+unfinished pair where it stopped; on the same machine, --work keeps them. Once both have finished it writes
+<out>/graph_accuracy.md and .json: each run's final and best test error, the largest gap between the two
 test-error curves, and each run's wall time and pace. Without deterministic algorithms the two runs need not be
 equal (cuDNN's algorithm choice); on the CPU, where no graph is recorded, they are identical.
 """
@@ -74,10 +74,11 @@ def compare(configs: dict[str, TrainConfig], work: Path) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=os.environ.get("RESNET_DATA", ""), help="data source (default: RESNET_DATA)")
-    p.add_argument("--out", required=True, help="where the runs' archives and the report go ($OUT)")
-    p.add_argument("--work", default=".gpu/graph-accuracy", help="where the two runs train (kept on a warm machine)")
-    p.add_argument("--carry", default=".gpu/carry", help="archives returned by earlier commands, carried in again")
-    p.add_argument("--minutes", type=float, default=9.0, help="training time of this command (default: 9)")
+    p.add_argument("--out", required=True, help="where the runs' archives and the report go")
+    p.add_argument("--work", default=".cache/graph-accuracy", help="where the two runs train (default: .cache/graph-accuracy)")
+    p.add_argument("--carry", default="", help="a folder of archives an earlier command wrote, to resume from")
+    p.add_argument("--part-mb", type=float, help="split each archive into parts of at most this many MB")
+    p.add_argument("--minutes", type=float, default=60.0, help="training time of this command (default: 60)")
     p.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="of both runs (default: the study's)")
     p.add_argument("--stop-at", type=int, help="stop both at this iteration instead (tests)")
     p.add_argument("--smoke", action="store_true", help="tiny runs on the CPU: seconds, no claims")
@@ -86,17 +87,18 @@ def main(argv=None) -> int:
     configs, work, out = pair(args.data, args.precision, args.smoke), Path(args.work), Path(args.out)
     for variant, cfg in configs.items():
         if not (cfg.run_dir(work / variant) / META_FILE).exists():
-            for archive in sorted(Path(args.carry).glob(f"graph-accuracy-{variant}.tar*")):
+            for archive in sorted(Path(args.carry).glob(f"graph-accuracy-{variant}.tar*")) if args.carry else []:
                 if archive.name.endswith((".tar", ".part000")):
                     print(f"{variant}: {import_study(archive, work / variant)}", flush=True)
     train_side_by_side(configs, work, args.minutes * 60 - (time.perf_counter() - start), args.stop_at)
     out.mkdir(parents=True, exist_ok=True)
     for variant, cfg in configs.items():
-        export_study(work / variant / cfg.study, out / f"graph-accuracy-{variant}.tar", unfinished=True, part_mb=15)
+        export_study(work / variant / cfg.study, out / f"graph-accuracy-{variant}.tar", unfinished=True,
+                     part_mb=args.part_mb)
     metas = {v: read_meta(c.run_dir(work / v) / META_FILE) for v, c in configs.items()}
     if any(m["status"] != "finished" for m in metas.values()):
         print("not finished yet: " + ", ".join(f"{v} at iteration {m['iterations_done']}" for v, m in metas.items())
-              + "; run the same command again (carrying the archives in if this machine is gone)")
+              + f"; run the same command again (on another machine: with --carry {out})")
         return 0
     summary = {"environment": environment(configs["eager"].device), "smoke": args.smoke,
                "config": configs["eager"].to_dict(), **compare(configs, work)}

@@ -58,7 +58,7 @@ def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, 
     state = read_state(path)
     if "config" not in state or "data_checksum" not in state:
         raise RunConflict(f"{path}: checkpoint without its settings and data checksum (an older format); "
-                          "migrate it (see README) or delete it to restart the run")
+                          "migrate it (see docs/results-format.md) or delete it to restart the run")
     diffs = differences(TrainConfig.from_dict(state["config"]), cfg)
     if state["data_checksum"] != data_checksum:
         diffs.append(f"data checksum {state['data_checksum'][:12]}… (this data: {data_checksum[:12]}…)")

@@ -102,10 +102,11 @@ def main(argv=None) -> int:
         "schedule, to assets/figure7-<study>.png and its numbers to assets/figure7-<study>.json: a pass over each "
         "network's test images)"))
 
-    p = sub.add_parser("report", help="rewrite README.md's generated sections (results, peer table) from the files")
+    p = sub.add_parser("report", help=("rewrite the generated sections of README.md (the headline study, the findings, "
+                                       "the peer table) and docs/results.md (every study) from the files"))
     p.add_argument("--results", default="results", help="results folder (default: results)")
     p.add_argument("--assets", default="assets", help="where the figures are (default: assets)")
-    p.add_argument("--readme", default="README.md", help="the file to update (default: README.md)")
+    p.add_argument("--root", default=".", help="the folder holding README.md and docs/ (default: .)")
 
     p = sub.add_parser("export", help="pack a study's runs into one archive, to move them to another machine")
     p.add_argument("study", help="a study folder, e.g. results/cifar10-jpeg-full-bf16")
@@ -195,10 +196,11 @@ def _run(args) -> int:
                       f"({', '.join(n['network'] for n in numbers['networks'])})")
         print(format_table(error_table(runs, peers=args.peers)))
     elif args.command == "report":
-        from .report import update_readme
+        from .report import update_reports
 
-        changed = update_readme(args.readme, args.results, args.assets)
-        print(f"{args.readme}: generated sections {'rewritten' if changed else 'already up to date'}")
+        changed = update_reports(args.root, args.results, args.assets)
+        print(f"generated sections rewritten in {', '.join(map(str, changed))}" if changed
+              else "README.md and docs/results.md: generated sections already up to date")
     elif args.command == "export":
         from .transfer import export_study
 

@@ -1,20 +1,18 @@
-"""The README's generated sections (results, peer table), made from the files in the repo: no number in them is
-typed by hand.
+"""The generated sections of README.md (the headline study, the findings, the peer table) and of docs/results.md
+(every study), made from the files in the repo: no number in them is typed by hand.
 
-``python -m resnet report`` rewrites the parts of README.md between each section's markers (``markers``); a test
-checks that the committed README matches what the committed results and measurements generate.
+``python -m resnet report`` rewrites the parts of each file between its sections' markers (``markers``); a test
+checks that the committed files match what the committed results and measurements generate.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .config import TrainConfig, study_label
-from .compare import error_table, findings
+from .config import TrainConfig, schedule_label, study_label
+from .compare import PAPER_TEST_ERROR, PEER_TEST_ERROR, claim_checks, comparable, error_table, paper_protocol
+from .files import write_atomic
 from .results import by_study, load_runs
 from .trainer import CHECKPOINT_FILE
-
-START, END = "<!-- results:start (python -m resnet report) -->", "<!-- results:end -->"  # see markers()
-
 
 def markdown_table(rows: list[dict]) -> str:
     """Rows of equal keys as a GitHub markdown table."""
@@ -24,25 +22,8 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def device_history(meta: dict) -> str | None:
-    """Where a run that moved between devices trained, from run.json's ``reseeded`` ('cpu to iteration 15,640,
-    cuda to 39,882, then cpu'); None for a run that trained on one kind of device."""
-    moves = meta.get("reseeded") or []
-    if not moves:
-        return None
-    legs = [f"{m['from']} to {'iteration ' if i == 0 else ''}{m['iteration']:,}" for i, m in enumerate(moves)]
-    return f"{', '.join(legs)}, then {moves[-1]['to']}"
-
-
-def restart_history(meta: dict) -> str | None:
-    """A run's restarts from the beginning after its checkpoint was lost, from run.json's ``restarted`` ('restarted
-    from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost'); None for a run never restarted."""
-    restarts = meta.get("restarted") or []
-    return "; ".join(f"restarted from the beginning on {r['restarted'][:10]}, its checkpoint at iteration "
-                     f"{r['lost_iteration']:,} lost" for r in restarts) or None
-
-
 def _in_progress(runs) -> list[str]:
+    """One line per unfinished run: how far its checkpoint is, and its last logged errors."""
     lines = []
     for run in runs:
         if run.meta["status"] == "finished":
@@ -55,17 +36,15 @@ def _in_progress(runs) -> list[str]:
                                           f"{last['train_error']:.2f}% at iteration {logged:,}")
         ahead = "" if logged == done else f" (logged up to {logged:,})"
         if done and not (run.path / CHECKPOINT_FILE).exists():
-            state = (f"its checkpoint at {done:,} of {cfg.total_iterations:,} iterations is not here (lost with the "
-                     "machine that held it): it restarts from the beginning when trained next")
+            state = (f"its checkpoint at {done:,} of {cfg.total_iterations:,} iterations is missing: it restarts "
+                     "from the beginning when trained next")
         else:
             state = f"checkpoint at {done:,} of {cfg.total_iterations:,} iterations{ahead}"
-        moved, restarted = device_history(run.meta), restart_history(run.meta)
-        lines.append(f"- {run.meta['name']}: {run.meta['status']}, {state}{so_far}"
-                     + (f"; trained on {moved}" if moved else "") + (f"; {restarted}" if restarted else ""))
+        lines.append(f"- {run.meta['name']}: {state}{so_far}")
     return lines
 
 
-def cost_markdown(benchmarks: str | Path = "benchmarks") -> str:
+def cost_markdown(benchmarks: str | Path = "benchmarks", link: str = "") -> str:
     """What the ten-network study costs, as measured by benchmarks/study_cost.py (its JSON summaries)."""
     import json
 
@@ -75,7 +54,7 @@ def cost_markdown(benchmarks: str | Path = "benchmarks") -> str:
         rows.append({"device": s["device"], "precision": s["precision"], "networks": s["networks"],
                      "hours, paper's schedule": f"{s['hours_paper_schedule']:.1f}",
                      "hours, 1/8 schedule": f"{s['hours_1of8_schedule']:.1f}",
-                     "measured": f"{s['date']}, torch {s['torch']}, [details]({Path(benchmarks).name}/{s['details']})"})
+                     "measured": f"{s['date']}, torch {s['torch']}, [details]({link}{Path(benchmarks).name}/{s['details']})"})
     if not rows:
         return ""
     return ("What the study costs, one network at a time (`python -m benchmarks.study_cost`: a few timed iterations "
@@ -83,10 +62,10 @@ def cost_markdown(benchmarks: str | Path = "benchmarks") -> str:
 
 
 def results_markdown(results_dir: str | Path = "results", assets: str | Path = "assets",
-                     benchmarks: str | Path = "benchmarks") -> str:
+                     benchmarks: str | Path = "benchmarks", link: str = "") -> str:
     """What the study costs, then every study under ``results_dir``: its Figure 6, error table, the paper's claims
-    checked, runs in progress."""
-    cost = cost_markdown(benchmarks)
+    checked, its Figure 7, runs in progress. Figures are linked as ``link`` + their path (``"../"`` from docs/)."""
+    cost = cost_markdown(benchmarks, link)
     every = load_runs(results_dir, finished_only=False)
     parts = [cost] if cost else []
     if not every:
@@ -99,26 +78,45 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
                      f"{'finished runs ' if finished else ''}trained on {', '.join(devices)}.")
         if finished:
             parts[-1] += (f" Its {len(finished)} finished run{'s' if len(finished) > 1 else ''} trained for "
-                          f"{_duration(sum(r.meta['wall_s'] for r in finished))} in all (`wall_s` in run.json, summed: "
-                          "runs that trained at the same time, sharing a device, each count their whole time).")
+                          f"{_duration(sum(r.meta['wall_s'] for r in finished))} in all (`wall_s` summed).")
+            if not any(paper_protocol(r.config) for r in finished):
+                parts[-1] += " Not the paper's protocol: its claims are checked, its numbers are not compared."
             figure = Path(assets) / f"figure6-{study}.png"
-            table = error_table(finished).drop(columns=["schedule", "iterations", "precision", "data"])
-            lines = [line.strip() for line in findings(finished)[1:]] + _beside_peers(finished, benchmarks)
-            lines += [f"{r.meta['name']} trained on {device_history(r.meta)} (each move re-seeds its sampler: "
-                      "`reseeded` in its run.json)" for r in finished if device_history(r.meta)]
-            lines += [f"{r.meta['name']} {restart_history(r.meta)}" for r in finished if restart_history(r.meta)]
-            parts.append(f"![Figure 6, {study}]({figure.as_posix()})\n\n{markdown_table(table.to_dict('records'))}\n\n"
-                         + "\n".join(f"- {line}" for line in lines))
+            parts.append(f"![Figure 6, {study}]({link}{figure.as_posix()})\n\n" + markdown_table(_table(finished)))
+            claims = _claims_table([r for r in finished if comparable(r.config)])
+            if claims:
+                parts.append(claims)
+            peers = _beside_peers(finished, benchmarks)
+            if peers:
+                parts.append("\n".join(f"- {line}" for line in peers))
             figure7 = Path(assets) / f"figure7-{study}.png"
             if figure7.exists():
-                parts.append(f"![Figure 7, {study}]({figure7.as_posix()})\n\nFigure 7 (`python -m resnet plot`): the "
-                             "std of each 3x3 layer's responses on the test images, after BN and before the addition "
-                             "and ReLU, for the networks of the paper's Figure 7 finished in this study."
+                parts.append(f"![Figure 7, {study}]({link}{figure7.as_posix()})\n\nFigure 7: the std of each 3x3 "
+                             "layer's responses on the test images, after BN and before the addition and ReLU."
                              + "".join(f"\n- {line}" for line in _figure7_lines(figure7, finished)))
         progress = _in_progress(runs)
         if progress:
             parts.append("In progress:\n\n" + "\n".join(progress))
     return "\n\n".join(parts)
+
+
+def _table(finished, peers: bool = False) -> list[dict]:
+    """The error table's rows for markdown, without the columns the study's heading already says."""
+    table = error_table(finished, peers=peers).drop(columns=["schedule", "iterations", "precision", "data"])
+    unused = [c for c in ("paper", "vs paper, points") if not table[c].any()]  # no run of the paper's protocol
+    return table.drop(columns=unused).to_dict("records")
+
+
+def _claims_table(finished) -> str:
+    """The paper's depth claims, checked on test and training error, as a table."""
+    checks = claim_checks(finished)
+    if not checks:
+        return ""
+    rows: dict[str, dict] = {}
+    for claim, what, holds, seq in checks:
+        rows.setdefault(claim, {"the paper's claim": claim})[f"{what} error"] = (
+            f"{'holds' if holds else 'does not hold'} ({seq})")
+    return markdown_table(list(rows.values()))
 
 
 def _figure7_lines(figure: Path, finished) -> list[str]:
@@ -173,57 +171,103 @@ def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
     return sorted(set(lines))
 
 
-QUESTIONS = (  # the README's first questions, and why one is open while it is
-    ("Does plain-56 train worse than plain-20 (the degradation problem)?",
-     "no study has finished both plain-20 and plain-56"),
-    ("Do deeper ResNets do better?", "no study has finished two ResNet depths"),
-    ("How far is ResNet-20 from the paper's 8.75%?", "no ResNet-20 of the paper's protocol (its full schedule) has finished"))
+def _short_label(config: dict) -> str:
+    """A study in a few words: "the paper's schedule (cifar10-jpeg, bf16)", "the 1/8 schedule (official, fp32)"."""
+    cfg = TrainConfig.from_dict(config)
+    sched = "the paper's schedule" if schedule_label(cfg.schedule) == "full" else f"the {schedule_label(cfg.schedule)} schedule"
+    return f"{sched} ({study_label(config).split(', ', 1)[0].removeprefix('data ')}, {cfg.precision})"
 
 
 def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path = "benchmarks") -> str:
-    """The three questions a reader of a reproduction asks first, each answered from the finished runs of every
-    study (final test errors, mean over seeds) or marked as not measured yet."""
-    from .compare import PAPER_TEST_ERROR, comparable, paper_protocol
-
+    """The findings a reader of a reproduction looks for first, in a few sentences, from every study's finished
+    runs (final test errors, mean over seeds): the degradation problem, deeper ResNets better, the distance to the
+    paper with what the data says about it, and how many seeds stand behind them; each marked open while it is."""
     finished = [r for r in load_runs(results_dir) if comparable(r.config)]
-    degradation, deeper, resnet20 = answers = [], [], []
+    degradation, deeper, distance, seeds = [], [], [], set()
     for study, runs in by_study(finished).items():
-        label = study_label(runs[0].config)
+        label = _short_label(runs[0].config)
         errors: dict[tuple[str, int], list[tuple[float, float]]] = {}
         for r in runs:
             errors.setdefault((r.config["net"], r.config["depth"]), []).append(
                 (r.meta["final_test_error"], r.meta["final_train_error"]))
         mean = {k: tuple(sum(v) / len(v) for v in zip(*pairs)) for k, pairs in errors.items()}
+        count = {k: len(v) for k, v in errors.items()}
         if ("plain", 20) in mean and ("plain", 56) in mean:
             (t20, tr20), (t56, tr56) = mean[("plain", 20)], mean[("plain", 56)]
             verdict = "yes" if tr56 > tr20 and t56 > t20 else "no" if tr56 <= tr20 and t56 <= t20 else "in part"
-            degradation.append(f"{verdict}, in {label}: training error {tr20:.2f}% (plain-20) and {tr56:.2f}% "
-                               f"(plain-56), test error {t20:.2f}% and {t56:.2f}% "
-                               f"({_seeds(errors, [('plain', 20), ('plain', 56)])})")
+            degradation.append(f"{verdict} at {label}, training error {tr20:.2f}% for plain-20 and {tr56:.2f}% for "
+                               f"plain-56, test error {t20:.2f}% and {t56:.2f}%")
+            seeds.update(count[k] for k in (("plain", 20), ("plain", 56)))
         depths = sorted(d for n, d in mean if n == "resnet" and d != 1202)
         if len(depths) >= 2:
             tests = [mean[("resnet", d)][0] for d in depths]
             verdict = "yes" if all(a > b for a, b in zip(tests, tests[1:])) else "not at every step"
-            deeper.append(f"{verdict}, in {label}: test error " + ", ".join(
-                f"{t:.2f}% (ResNet-{d})" for d, t in zip(depths, tests))
-                + f" ({_seeds(errors, [('resnet', d) for d in depths])})")
-        for r in runs:
-            if (r.config["net"], r.config["depth"]) == ("resnet", 20) and paper_protocol(r.config):
-                gap = r.meta["final_test_error"] - PAPER_TEST_ERROR[("resnet", 20)]
-                resnet20.append(f"{gap:+.2f} points, in {label} (seed {r.config['seed']}): "
-                                f"{r.meta['final_test_error']:.2f}% on the {r.meta['data_source']} test images")
-    resnet20 += [line.replace("for scale: ", "for scale, ") for line in _beside_peers(
-        [r for r in finished if r.meta["data_source"] != "official" and r.config["depth"] == 20], benchmarks)]
-    return "\n".join(f"- **{question}** " + ("; ".join(a) if a else f"not measured yet: {why}") + "."
-                     for (question, why), a in zip(QUESTIONS, answers))
+            deeper.append(f"{verdict} at {label}, test error " + ", ".join(
+                f"{t:.2f}% for ResNet-{d}" for d, t in zip(depths, tests)))
+            seeds.update(count[("resnet", d)] for d in depths)
+        gaps = [(k, mean[k][0] - PAPER_TEST_ERROR[k]) for k in sorted(mean, key=lambda k: (k[0] != "resnet", k[1]))
+                if k in PAPER_TEST_ERROR and any(paper_protocol(r.config) for r in runs
+                                                 if (r.config["net"], r.config["depth"]) == k)]
+        if gaps:
+            distance.append(f"at {label}: " + ", ".join(
+                f"{'ResNet' if n == 'resnet' else 'plain'}-{d} {g:+.2f}" for (n, d), g in gaps) + " points")
+            seeds.update(count[k] for k, _ in gaps)
+    sentences = [
+        "**The degradation problem** (plain-56 trains worse than plain-20): "
+        + ("; ".join(degradation) if degradation else "not measured yet, no study has finished both") + ".",
+        "**Deeper ResNets do better**: "
+        + ("; ".join(deeper) if deeper else "not measured yet, no study has finished two ResNet depths") + ".",
+        "**Distance to the paper** (final test error minus the paper's): "
+        + ("; ".join(distance) if distance else "not measured yet, no run of the paper's protocol (its full "
+                                                 "schedule) has finished") + "."]
+    stand_in = sorted({r.meta["data_source"] for r in finished if r.meta["data_source"] != "official"
+                       and paper_protocol(r.config)})
+    if distance and stand_in:
+        peer = [line for line in _beside_peers([r for r in finished if r.config["depth"] == 20
+                                                and r.meta["data_source"] in stand_in], benchmarks)]
+        sentences.append(
+            f"**The data**: these runs trained and were tested on {', '.join(stand_in)}, not the official images, so "
+            "a gap to the paper mixes what the data loses with what the reproduction may miss; only a run on the "
+            "official data separates the two." + (f" For scale, {peer[0].removeprefix('for scale: ')}." if peer else ""))
+    if seeds:
+        sentences.append("**Seeds**: " + ("one seed for at least one of these networks: the spread between seeds is "
+                                          "not measured yet." if min(seeds) == 1 else
+                                          f"means of {min(seeds)} seeds or more per network."))
+    return "\n".join(f"- {sentence}" for sentence in sentences)
 
 
-def _seeds(errors: dict, networks: list) -> str:
-    """How many seeds stand behind a comparison: with one, its size cannot be told from seed noise here."""
-    fewest = min(len(errors[n]) for n in networks)
-    if fewest == 1:
-        return "at least one network of a single seed: the spread between seeds is not measured here"
-    return f"means of {fewest} seeds or more each"
+def headline_study(results_dir: str | Path = "results") -> str | None:
+    """The study the README leads with: of those with finished runs of the paper's protocol, the one on the
+    official data if any, else the one with the most such runs; None before any has finished."""
+    finished = [r for r in load_runs(results_dir) if paper_protocol(r.config)]
+    studies = by_study(finished)
+    if not studies:
+        return None
+    return max(studies, key=lambda s: (studies[s][0].meta["data_source"] == "official", len(studies[s]), s))
+
+
+def headline_markdown(results_dir: str | Path = "results", assets: str | Path = "assets") -> str:
+    """The README's lead: the headline study's Figure 6 and its error table beside the paper and the peers, and
+    its runs still training."""
+    study = headline_study(results_dir)
+    if study is None:
+        return "No run of the paper's protocol has finished yet: see [docs/results.md](docs/results.md)."
+    every = by_study(load_runs(results_dir, finished_only=False))[study]
+    finished = [r for r in every if r.meta["status"] == "finished"]
+    cfg = TrainConfig.from_dict(finished[0].config)
+    source = finished[0].meta["data_source"]
+    data = "the official CIFAR-10 images" if source == "official" else f"`{source}` (a lossy stand-in, see *The data*)"
+    rows = [{k: v for k, v in row.items() if k != "params"} for row in _table(finished, peers=True)]
+    running = [r for r in every if r.meta["status"] != "finished"]
+    progress = ("Still training: " + ", ".join(f"{r.meta['name']} ({r.meta['iterations_done']:,} of "
+                                               f"{TrainConfig.from_dict(r.config).total_iterations:,} iterations)"
+                                               for r in running) + ".\n\n") if running else ""
+    return (f"The paper's schedule ({cfg.total_iterations:,} iterations), {cfg.precision}, trained and tested on "
+            f"{data}: {len(finished)} run{'s' if len(finished) > 1 else ''} finished (`results/{study}/`).\n\n"
+            f"![Figure 6, {study}]({Path(assets).as_posix()}/figure6-{study}.png)\n\n{markdown_table(rows)}\n\n"
+            "Final test error in %, the peers' as they report them on the official test images (the first two at "
+            f"their best epoch). {progress}Every study, its claims checked, Figure 7 and what it costs: "
+            "[docs/results.md](docs/results.md).")
 
 
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
@@ -235,29 +279,40 @@ def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
 
 
 def markers(section: str) -> tuple[str, str]:
-    """The README's start and end markers of a generated section."""
+    """A generated section's start and end markers."""
     return f"<!-- {section}:start (python -m resnet report) -->", f"<!-- {section}:end -->"
+
+
+README, RESULTS_PAGE = "README.md", "docs/results.md"
+SECTION_FILES = {"headline": README, "summary": README, "peers": README, "results": RESULTS_PAGE}
 
 
 def sections(results_dir: str | Path = "results", assets: str | Path = "assets",
              benchmarks: str | Path = "benchmarks") -> dict[str, str]:
-    """Every generated section of the README, by name."""
-    return {"summary": summary_markdown(results_dir, benchmarks), "peers": peer_markdown(benchmarks),
-            "results": results_markdown(results_dir, assets, benchmarks)}
+    """Every generated section, by name (``SECTION_FILES`` says in which file)."""
+    return {"headline": headline_markdown(results_dir, assets), "summary": summary_markdown(results_dir, benchmarks),
+            "peers": peer_markdown(benchmarks), "results": results_markdown(results_dir, assets, benchmarks, "../")}
 
 
-def update_readme(readme: str | Path = "README.md", results_dir: str | Path = "results",
-                  assets: str | Path = "assets", benchmarks: str | Path = "benchmarks") -> bool:
-    """Rewrite the generated sections of ``readme``; True when it changed."""
-    path = Path(readme)
-    text = new = path.read_text()
-    for section, body in sections(results_dir, assets, benchmarks).items():
-        start, end = markers(section)
-        if start not in new or end not in new:
-            raise ValueError(f"{path}: the markers {start!r} and {end!r} are missing")
-        head, rest = new.split(start, 1)
-        _, tail = rest.split(end, 1)
-        new = f"{head}{start}\n{body}\n{end}{tail}"
-    if new != text:
-        path.write_text(new)
-    return new != text
+def update_reports(root: str | Path = ".", results_dir: str | Path = "results", assets: str | Path = "assets",
+                   benchmarks: str | Path = "benchmarks") -> list[Path]:
+    """Rewrite the generated sections of README.md and docs/results.md under ``root``, each file whole; return
+    the files that changed."""
+    bodies = sections(results_dir, assets, benchmarks)
+    changed = []
+    for name in dict.fromkeys(SECTION_FILES.values()):
+        path = Path(root) / name
+        text = new = path.read_text()
+        for section, file in SECTION_FILES.items():
+            if file != name:
+                continue
+            start, end = markers(section)
+            if start not in new or end not in new:
+                raise ValueError(f"{path}: the markers {start!r} and {end!r} are missing")
+            head, rest = new.split(start, 1)
+            _, tail = rest.split(end, 1)
+            new = f"{head}{start}\n{bodies[section]}\n{end}{tail}"
+        if new != text:
+            write_atomic(new, path)
+            changed.append(path)
+    return changed

@@ -6,6 +6,7 @@ with other data, or none, they are skipped, naming the data they need (failed un
 import pytest
 
 from resnet import evaluate_run, load_cifar10, load_runs
+from resnet.report import SECTION_FILES
 from resnet.results import read_meta
 
 from .conftest import ROOT, no_data
@@ -90,12 +91,12 @@ def test_committed_figure7_numbers_are_those_of_the_committed_weights_on_the_cpu
         np.testing.assert_allclose(saved["std"], measured["std"], rtol=1e-5, err_msg=saved["network"])
 
 
-@pytest.mark.parametrize("name", ["summary", "results", "peers"])
-def test_the_readmes_numbers_are_generated_from_the_committed_runs_and_measurements(name):
+@pytest.mark.parametrize("name", list(SECTION_FILES))
+def test_the_readme_and_results_page_numbers_are_generated_from_the_committed_runs_and_measurements(name):
     from resnet.report import markers, sections
 
-    readme = (ROOT / "README.md").read_text()
+    text = (ROOT / SECTION_FILES[name]).read_text()
     start, end = markers(name)
-    section = readme.split(start, 1)[1].split(end, 1)[0].strip()
+    section = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert section == sections(COMMITTED, "assets", ROOT / "benchmarks")[name].strip(), (
-        f"README.md's {name} section is stale: run `python -m resnet report`")
+        f"{SECTION_FILES[name]}'s {name} section is stale: run `python -m resnet report`")

@@ -366,7 +366,9 @@ def test_plain_110_is_checked_against_the_papers_above_60_percent_and_stays_out_
     lines = findings(runs)
     assert (f"  plain-110: {final + 0.55:.2f}%; the paper reports only that it is above 60% (left out of Fig. 6): "
             f"{verdict}") in lines
-    assert f"  plain-110: {final + 0.55:.2f}% (not the paper's protocol: not compared with its 'above 60%')" in lines
+    short = lines[lines.index("data fixture, 1/8 schedule (8,000 iterations), fp32:"):lines.index(
+        "data fixture, paper's schedule (64,000 iterations), fp32:")]
+    assert len(short) > 1 and not any(line.startswith("  plain-110") for line in short)  # not compared
     assert "  deeper plain nets are worse (degradation), test error: holds (20: 9.55, 56: 13.55)" in lines
     table = error_table(runs)
     assert table.set_index(["network", "schedule"]).loc[("plain-110", "full"), "paper"] == "> 60"
@@ -379,18 +381,19 @@ def test_a_short_schedule_study_is_checked_for_the_claims_but_never_compared_wit
     runs = load_runs(fixture_results)
     lines = findings(runs)
     short = lines.index("data fixture, 1/8 schedule (8,000 iterations), bf16:")
-    assert lines[short + 1:short + 5] == [
-        "  plain-20: 12.55% (not the paper's protocol: not compared with its 9.70%)",
-        "  plain-56: 15.55% (not the paper's protocol: not compared with its 13.20%)",
-        "  ResNet-20: 11.55% (not the paper's protocol: not compared with its 8.75%)",
-        "  ResNet-56: 10.55% (not the paper's protocol: not compared with its 6.97%)"]
+    assert lines[short + 1:short + 3] == [  # said once for the study, then only the claims
+        "  not the paper's protocol (its schedule, optimiser and data counts): its claims are checked, its numbers "
+        "are not compared",
+        "  deeper plain nets are worse (degradation), test error: holds (20: 12.55, 56: 15.55)"]
     assert "  deeper ResNets are better, test error: holds (20: 11.55, 56: 10.55)" in lines[short:]
     table = error_table(runs)
     short_rows = table[table["schedule"] == "1/8"]
-    assert len(short_rows) == 4 and (short_rows["paper"] == "").all() and (short_rows["precision"] == "bf16").all()
+    assert len(short_rows) == 4 and (short_rows["paper"] == "").all() and (short_rows["vs paper, points"] == "").all()
+    assert (short_rows["precision"] == "bf16").all()
     assert (short_rows["iterations"] == 8000).all()
     full = table[table["schedule"] == "full"].set_index("network")
     assert full.loc["ResNet-20", "paper"] == "8.75" and full.loc["ResNet-20", "iterations"] == 64000
+    assert full.loc["ResNet-20", "vs paper, points"] == "+0.30"
 
 
 def test_every_study_gets_its_own_figure6_labelled_with_data_schedule_and_precision(fixture_results, tmp_path):
@@ -418,8 +421,8 @@ def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
     assert table.loc["ResNet-20 (C)", "params"] == 283_962 and table.loc["ResNet-20 (B)", "params"] == 272_474
 
 
-def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):
-    from resnet.report import END, START, markers, results_markdown, summary_markdown, update_readme
+def test_the_results_page_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):
+    from resnet.report import markers, results_markdown, sections, update_reports
 
     fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8", precision="bf16")
     running = fake_run(fixture_results, 12.0, net="plain", depth=20, schedule="1/8", precision="bf16")
@@ -429,20 +432,23 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     (running / "weights.pt").unlink()
     (running / "checkpoint.pt").write_bytes(b"")  # only its presence is read
     (running / "run.json").write_text(json.dumps(meta))
-    text = results_markdown(fixture_results, "assets", tmp_path / "no-benchmarks")
+    text = results_markdown(fixture_results, "assets", tmp_path / "no-benchmarks", link="../")
     short, full = text.split("### data fixture, paper's schedule")
     assert short.startswith("### data fixture, 1/8 schedule (8,000 iterations), bf16")
-    assert "![Figure 6, fixture-1of8-bf16](assets/figure6-fixture-1of8-bf16.png)" in short
-    assert ("- plain20-seed0: running, checkpoint at 3,000 of 8,000 iterations (logged up to 8,000); test error "
-            "12.55%, training error 10.55% at iteration 8,000; trained on cpu to iteration 1,000, cuda to 2,500, "
-            "then cpu") in short
-    assert " trained on cpu" not in full  # one device each: nothing said
-    # a study's devices are those of its finished runs (plain-20's cuda stint is its own line, above)
+    assert "![Figure 6, fixture-1of8-bf16](../assets/figure6-fixture-1of8-bf16.png)" in short
+    assert ("- plain20-seed0: checkpoint at 3,000 of 8,000 iterations (logged up to 8,000); test error 12.55%, "
+            "training error 10.55% at iteration 8,000\n") in short + "\n"  # its moves are in its run.json, not here
+    assert "cuda" not in text and " trained on cpu" not in full  # a study's devices are those of its finished runs
     assert "data source `fixture`, finished runs trained on none." in short
-    assert "| ResNet-20 | 269722 | 1 | 11.55 |" in short and "not compared with its 8.75%" in short
+    # a short study: one sentence says its numbers are not compared, and its table has no paper columns
+    assert "Not the paper's protocol: its claims are checked, its numbers are not compared." in short
+    assert "| ResNet-20 | 269722 | 1 | 11.55 | 9.55 | 11.55 |\n" in short and "| paper |" not in short
     assert "Its 1 finished run trained for 1 s in all" in short  # the running one not counted
     assert "Its 7 finished runs trained for 7 s in all" in full  # fake_run's wall_s: 1 s each
-    assert "| ResNet-56 | 853018 | 3 |" in full and "| 6.97 |" in full and "+0.30 points" in full
+    assert "| ResNet-56 | 853018 | 3 | 7.75 ± 0.20 | 5.75 ± 0.20 | 7.75 ± 0.20 | 6.97 | +0.78 |" in full
+    assert ("| deeper plain nets are worse (degradation) | holds (20: 9.55, 56: 13.55) | holds (20: 7.55, 56: 11.55) |"
+            in full)  # the claims, one row each
+    assert "not compared with its" not in text  # no sentence per network
     assert "for scale" not in text  # fixture data is no stand-in with a peer measurement
     (tmp_path / "peer-benchmarks").mkdir()
     (tmp_path / "peer-benchmarks" / "peer_on_jpeg.md").write_text(
@@ -451,20 +457,46 @@ def test_the_readme_report_shows_each_study_its_figure_table_claims_and_runs_in_
     assert with_peers.count("- for scale: the peer's ResNet-56 (akamaster-resnet56.th), trained on the official images "
                             "(6.61% reported), scores 16.80% on these fixture test images (benchmarks/peer_on_jpeg.md): "
                             "a shift between data sets, trained on one and tested on the other") == 1  # the full study only
-    readme = tmp_path / "README.md"
-    peers_start, peers_end = markers("peers")
-    summary_start, summary_end = markers("summary")
-    readme.write_text(f"intro\n{summary_start}\n{summary_end}\n{peers_start}\nold\n{peers_end}\n{START}\nold\n{END}\noutro\n")
+    # the files: each section between its markers, the rest untouched, written again only when it changes
     no_cost = tmp_path / "no-benchmarks"
-    assert update_readme(readme, fixture_results, "assets", no_cost)
-    assert not update_readme(readme, fixture_results, "assets", no_cost)
-    peers = "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
-    summary = summary_markdown(fixture_results, no_cost)
-    assert readme.read_text() == (f"intro\n{summary_start}\n{summary}\n{summary_end}\n{peers_start}\n{peers}\n"
-                                  f"{peers_end}\n{START}\n{text}\n{END}\noutro\n")
-    readme.write_text(f"intro\n{START}\nold\n{END}\n")
-    with pytest.raises(ValueError, match="the markers '<!-- summary:start"):
-        update_readme(readme, fixture_results, "assets", no_cost)
+    (tmp_path / "docs").mkdir()
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "results.md"
+    readme.write_text("intro\n" + "".join(f"{markers(n)[0]}\nold\n{markers(n)[1]}\n" for n in ("headline", "summary", "peers"))
+                      + "outro\n")
+    page.write_text(f"head\n{markers('results')[0]}\nold\n{markers('results')[1]}\n")
+    assert update_reports(tmp_path, fixture_results, "assets", no_cost) == [readme, page]
+    assert update_reports(tmp_path, fixture_results, "assets", no_cost) == []
+    body = sections(fixture_results, "assets", no_cost)
+    assert page.read_text() == f"head\n{markers('results')[0]}\n{body['results']}\n{markers('results')[1]}\n"
+    assert readme.read_text() == "intro\n" + "".join(
+        f"{markers(n)[0]}\n{body[n]}\n{markers(n)[1]}\n" for n in ("headline", "summary", "peers")) + "outro\n"
+    readme.write_text(f"intro\n{markers('summary')[0]}\nold\n{markers('summary')[1]}\n")
+    with pytest.raises(ValueError, match="the markers '<!-- headline:start"):
+        update_reports(tmp_path, fixture_results, "assets", no_cost)
+
+
+def test_the_readme_leads_with_the_paper_schedule_study_beside_the_paper_and_the_peers(fixture_results, tmp_path):
+    from resnet.report import headline_markdown, headline_study
+
+    assert headline_study(tmp_path / "none") is None
+    assert "No run of the paper's protocol has finished yet" in headline_markdown(tmp_path / "none")
+    fake_run(fixture_results, 11.0, net="resnet", depth=20, schedule="1/8")  # more runs, but a short schedule
+    fake_run(fixture_results, 12.0, net="resnet", depth=32, schedule="1/8")
+    assert headline_study(fixture_results) == FIXTURE_STUDY
+    running = fake_run(fixture_results, 8.0, net="resnet", depth=32)
+    write_meta(read_meta(running / "run.json") | dict(status="running", iterations_done=5000, final_test_error=None),
+               running / "run.json")
+    (running / "weights.pt").unlink()
+    text = headline_markdown(fixture_results)
+    assert f"![Figure 6, {FIXTURE_STUDY}](assets/figure6-{FIXTURE_STUDY}.png)" in text
+    assert "| network | seeds | test error % (final) |" in text and "params" not in text
+    assert "| ResNet-20 | 1 | 9.05 | 7.05 | 9.05 | 8.75 | +0.30 | 8.27 | 8.00 | 8.51 |" in text  # the peers beside
+    assert "Still training: resnet32-seed0 (5,000 of 64,000 iterations)." in text and "ResNet-32 |" not in text
+    official = TrainConfig(data="official", net="resnet", depth=20)  # a study on the official data comes first
+    fake_run(fixture_results, 9.0, config=official)
+    meta = read_meta(official.run_dir(fixture_results) / "run.json")
+    write_meta(meta | {"data_source": "official"}, official.run_dir(fixture_results) / "run.json")
+    assert headline_study(fixture_results) == official.study
 
 
 def test_the_table_averages_only_runs_that_differ_in_nothing_but_the_seed(fixture_results):
@@ -491,66 +523,58 @@ def test_a_recorded_final_error_that_is_not_the_logs_is_refused(fixture_results)
         load_runs(fixture_results)
 
 
-def test_the_readme_answers_the_three_questions_from_the_finished_runs_or_says_they_are_open(fixture_results, tmp_path):
+def test_the_readme_says_its_findings_from_the_finished_runs_or_says_they_are_open(fixture_results, tmp_path):
     from resnet.report import summary_markdown
 
     empty = summary_markdown(tmp_path / "none", tmp_path / "no-benchmarks").splitlines()
-    assert [line.split("** ")[1] for line in empty] == [
-        "not measured yet: no study has finished both plain-20 and plain-56.",
-        "not measured yet: no study has finished two ResNet depths.",
-        "not measured yet: no ResNet-20 of the paper's protocol (its full schedule) has finished."]
-    full = "data fixture, paper's schedule (64,000 iterations), fp32"
-    one = "at least one network of a single seed: the spread between seeds is not measured here"
+    assert [line.split(": ", 1)[1] for line in empty] == [
+        "not measured yet, no study has finished both.",
+        "not measured yet, no study has finished two ResNet depths.",
+        "not measured yet, no run of the paper's protocol (its full schedule) has finished."]
+    full = "the paper's schedule (fixture, fp32)"
     fake_run(fixture_results, 13.0, net="plain", depth=20, schedule="1/8")  # a short study: plain-56 trains better
     fake_run(fixture_results, 12.0, net="plain", depth=56, schedule="1/8")
     fake_run(fixture_results, 12.0, net="resnet", depth=20, schedule="1/8")  # not the paper's protocol: no gap
     lines = summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()
     assert lines[0] == (
-        "- **Does plain-56 train worse than plain-20 (the degradation problem)?** "
-        "no, in data fixture, 1/8 schedule (8,000 iterations), fp32: training error 11.55% (plain-20) and 10.55% "
-        f"(plain-56), test error 13.55% and 12.55% ({one}); yes, in {full}: training error 7.55% (plain-20) and "
-        f"11.55% (plain-56), test error 9.55% and 13.55% ({one}).")
-    assert lines[1] == (f"- **Do deeper ResNets do better?** yes, in {full}: test error 9.05% (ResNet-20), 7.75% "
-                        f"(ResNet-56) ({one}).")
-    fake_run(fixture_results, 9.0, net="resnet", depth=20, seed=1)  # now three seeds of ResNet-56, two of ResNet-20
-    assert summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()[1].endswith(
-        "(means of 2 seeds or more each).")
-    assert lines[2] == f"- **How far is ResNet-20 from the paper's 8.75%?** +0.30 points, in {full} (seed 0): 9.05% on the fixture test images."
+        "- **The degradation problem** (plain-56 trains worse than plain-20): no at the 1/8 schedule (fixture, fp32), "
+        "training error 11.55% for plain-20 and 10.55% for plain-56, test error 13.55% and 12.55%; yes at "
+        f"{full}, training error 7.55% for plain-20 and 11.55% for plain-56, test error 9.55% and 13.55%.")
+    assert lines[1] == (f"- **Deeper ResNets do better**: yes at {full}, test error 9.05% for ResNet-20, 7.75% "
+                        "for ResNet-56.")
+    assert lines[2] == (f"- **Distance to the paper** (final test error minus the paper's): at {full}: ResNet-20 "
+                        "+0.30, ResNet-56 +0.78, plain-20 -0.15, plain-56 +0.35 points.")
+    # fixture data is not the official data: the caveat, without a peer line (none measured on it)
+    assert lines[3].startswith("- **The data**: these runs trained and were tested on fixture, not the official images")
+    assert lines[4] == "- **Seeds**: one seed for at least one of these networks: the spread between seeds is not measured yet."
+    for net, depth in (("resnet", 20), ("plain", 20), ("plain", 56)):
+        fake_run(fixture_results, 9.0, net=net, depth=depth, seed=1)
+        fake_run(fixture_results, 9.0, net=net, depth=depth, seed=1, schedule="1/8")
+    fake_run(fixture_results, 9.0, net="plain", depth=56, seed=2, schedule="1/8")
+    again = summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()
+    assert again[-1] == "- **Seeds**: means of 2 seeds or more per network."
 
 
-def test_the_report_says_where_a_finished_run_that_moved_between_devices_trained(tmp_path):
-    from resnet.report import results_markdown
-
-    moved = fake_run(tmp_path, 11.0, net="resnet", depth=20)
-    assert " trained on cuda" not in results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
-    write_meta(read_meta(moved / "run.json") | {"reseeded": [{"iteration": 700, "from": "cuda", "to": "cpu"}]},
-               moved / "run.json")
-    assert ("- resnet20-seed0 trained on cuda to iteration 700, then cpu (each move re-seeds its sampler: `reseeded` "
-            "in its run.json)") in results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
-
-
-def test_the_report_says_when_a_runs_checkpoint_is_lost_and_when_a_run_restarted(tmp_path):
+def test_a_runs_history_stays_in_its_run_json_and_a_lost_checkpoint_is_reported(tmp_path):
     from resnet.report import results_markdown
 
     def report():
         return results_markdown(tmp_path, tmp_path / "assets", tmp_path / "no-benchmarks")
 
+    restarted = [{"lost_iteration": 48_484, "restarted": "2026-11-26T18:30:19+0000"}]
+    moved = fake_run(tmp_path, 11.0, net="resnet", depth=20)
+    write_meta(read_meta(moved / "run.json") | {"reseeded": [{"iteration": 700, "from": "cuda", "to": "cpu"}],
+                                                "restarted": restarted}, moved / "run.json")
     running = fake_run(tmp_path, 12.0, net="plain", depth=20)
     meta = read_meta(running / "run.json") | dict(status="running", iterations_done=3000, final_test_error=None)
     (running / "weights.pt").unlink()
-    write_meta(meta, running / "run.json")
+    write_meta(meta | {"restarted": restarted}, running / "run.json")
     (running / "checkpoint.pt").write_bytes(b"")
-    assert "- plain20-seed0: running, checkpoint at 3,000 of 64,000 iterations (logged up to 64,000)" in report()
+    assert "- plain20-seed0: checkpoint at 3,000 of 64,000 iterations (logged up to 64,000)" in report()
+    assert "restarted" not in report() and "cuda" not in report()
     (running / "checkpoint.pt").unlink()
-    assert ("- plain20-seed0: running, its checkpoint at 3,000 of 64,000 iterations is not here (lost with the machine "
-            "that held it): it restarts from the beginning when trained next; test error") in report()
-    restarted = [{"lost_iteration": 48_484, "restarted": "2026-11-26T18:30:19+0000"}]
-    write_meta(meta | {"iterations_done": 0, "restarted": restarted}, running / "run.json")
-    assert report().split("plain20-seed0: running, checkpoint at 0 of 64,000 iterations")[1].splitlines()[0].endswith(
-        "; restarted from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost")
-    finished = fake_run(tmp_path, 11.0, net="resnet", depth=20)
-    write_meta(read_meta(finished / "run.json") | {"restarted": restarted}, finished / "run.json")
-    assert "- resnet20-seed0 restarted from the beginning on 2026-11-26, its checkpoint at iteration 48,484 lost" in report()
+    assert ("- plain20-seed0: its checkpoint at 3,000 of 64,000 iterations is missing: it restarts from the "
+            "beginning when trained next; test error") in report()
 
 
 def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_path, capsys, full_size_source):
