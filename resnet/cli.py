@@ -132,6 +132,11 @@ def main(argv=None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: a training run checkpoints first (trainer.Stopped)
+        if args.debug:
+            raise
+        print(f"stopped: {e}" if str(e) else "stopped", file=sys.stderr)
+        return 130
 
 
 def _run(args) -> int:

@@ -14,9 +14,10 @@ from .config import TrainConfig, resolve_source
 from .data import load_cifar10
 from .placement import cpu_threads_per_run, measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
 from .runfolder import finished_meta
-from .trainer import train
+from .trainer import Stopped, stop_on_signals, train
 
 LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
+STOPPED = 130  # a parallel run's exit status when a signal stopped it, its checkpoint written
 
 
 def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int | str = "auto",
@@ -84,47 +85,70 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
               deadline) -> list[TrainConfig]:
     """Run ``pending`` in order, each taking its share of a device (``placement.place``; GPUs by index when more
     than one is visible), each in a child process given its settings (as in run.json) and, where it has one, its
-    GPU alone; return the configs started. The children are stopped if this call ends early (an error, Ctrl-C)
-    and end by themselves if this process is killed."""
+    GPU alone; return the configs started. SIGINT (Ctrl-C) or SIGTERM stops the sweep: no run starts after it,
+    each running one is sent SIGTERM once, checkpoints after its current update and exits, and then ``Stopped``
+    is raised; a run stopped by a signal from elsewhere stops the sweep the same way. The children are stopped
+    if this call ends early otherwise (an error, a second signal) and end by themselves if this process is killed."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     queue, loads, running, started, failed = list(zip(pending, shares)), [0.0] * max(1, gpus), [], [], []
+    stopped: list[str] = []
     per_device = -(-len(pending) // max(1, gpus))  # at most this many share a device: 4 runs in 10 slots are 4
     try:
-        while (queue and not _out_of_time(deadline)) or running:
-            while queue and not _out_of_time(deadline) and (device := place(loads, queue[0][1])) is not None:
-                c, share = queue.pop(0)
-                loads[device] += share
-                gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
-                on_cpu = c.device == "cpu" or (c.device == "auto" and gpus == 0)
-                job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-                       "time_limit": _time_left(deadline), "parent": os.getpid(),
-                       "concurrent_runs": min(round(1 / share), per_device),
-                       "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
-                c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
-                with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:
-                    child = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
-                                             stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                             env=env | gpu, text=True)
-                child.stdin.write(json.dumps(job))
-                child.stdin.close()
-                running.append((c, child, device, share))
-                started.append(c)
-            time.sleep(0.5)
-            for run in list(running):
-                c, p, device, share = run
-                if p.poll() is not None:
-                    running.remove(run)
-                    loads[device] -= share
-                    if p.returncode:
-                        failed.append(f"{c.name} (see {c.run_dir(results_dir) / LOG_FILE})")
+        with stop_on_signals() as asked:
+            while (queue and not _out_of_time(deadline) and not (asked["signal"] or stopped)) or running:
+                while (queue and not _out_of_time(deadline) and not (asked["signal"] or stopped)
+                       and (device := place(loads, queue[0][1])) is not None):
+                    c, share = queue.pop(0)
+                    loads[device] += share
+                    running.append((c, _start_child(c, share, device, results_dir, gpus, stop_at, deadline,
+                                                    per_device, env), device, share))
+                    started.append(c)
+                if (asked["signal"] or stopped) and asked.setdefault("forwarded", False) is False:
+                    asked["forwarded"], asked["first"] = True, stopped[:1]  # the run stopped from elsewhere, if any
+                    for _, child_process, _, _ in running:
+                        child_process.terminate()  # SIGTERM, once: each checkpoints and exits
+                time.sleep(0.5)
+                for run in list(running):
+                    c, child_process, device, share = run
+                    if child_process.poll() is not None:
+                        running.remove(run)
+                        loads[device] -= share
+                        if child_process.returncode == STOPPED:
+                            stopped.append(c.name)
+                        elif child_process.returncode:
+                            failed.append(f"{c.name} (see {c.run_dir(results_dir) / LOG_FILE})")
     finally:
-        for _, p, _, _ in running:  # only when leaving early: every child has ended otherwise
-            p.terminate()
-            p.wait()
+        for _, child_process, _, _ in running:  # only when leaving early: every child has ended otherwise
+            child_process.terminate()
+            child_process.wait()
     if failed:
         raise RuntimeError(f"runs failed: {'; '.join(failed)}; the others ran to the end")
+    if asked["signal"] or stopped:
+        why = f"by {asked['signal']}" if asked["signal"] else f"as {asked['first'][0]} was stopped by a signal"
+        raise Stopped(f"sweep stopped {why}; checkpointed: {', '.join(stopped) or 'none'}; the same command "
+                      "resumes it")
     return started
+
+
+def _start_child(c: TrainConfig, share: float, device: int, results_dir, gpus: int, stop_at, deadline,
+                 per_device: int, env: dict) -> subprocess.Popen:
+    """One parallel run's process (on GPU ``device`` where several are visible), its output in its run folder's
+    train.log."""
+    gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
+    on_cpu = c.device == "cpu" or (c.device == "auto" and gpus == 0)
+    job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
+           "time_limit": _time_left(deadline), "parent": os.getpid(),
+           "concurrent_runs": min(round(1 / share), per_device),
+           "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
+    c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
+    with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:
+        child_process = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
+                                         stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                         env=env | gpu, text=True)
+    child_process.stdin.write(json.dumps(job))
+    child_process.stdin.close()
+    return child_process
 
 
 def _out_of_time(deadline: float | None) -> bool:
@@ -144,6 +168,8 @@ def child():
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch_parent, daemon=True).start()
+    # Ctrl-C reaches every process of the terminal's group: the sweep alone answers it, by sending SIGTERM once
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cfg = TrainConfig.from_dict(job["config"])
     if job["cpu_threads"]:  # runs sharing the CPU split its cores (run.json records the count)
         import torch
@@ -155,3 +181,6 @@ def child():
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: {cfg.name}: {e}", file=sys.stderr)
         sys.exit(1)
+    except Stopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        sys.exit(STOPPED)

@@ -7,9 +7,12 @@ exactly where an uninterrupted one would.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +30,36 @@ from .steps import autocast, make_step, memory_format
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Stopped(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM (a scheduler, ``kill``) after its current update, its checkpoint
+    written: running the same command again resumes it exactly. A KeyboardInterrupt, so that what called it (a
+    sweep, the notebook) stops too."""
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While the block runs, SIGINT and SIGTERM only ask to stop: the returned dict's "signal" is set, for the
+    training loop to check after each update; a second signal stops at once (every file is written whole all the
+    same). Where another handler is installed (a job scheduler's, say), or off the main thread, it is left alone."""
+    asked: dict = {"signal": None}
+
+    def ask(signum, frame):
+        if asked["signal"] is not None:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: stopped at once")
+        asked["signal"] = signal.Signals(signum).name
+
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+            if signal.getsignal(sig) is default:
+                installed[sig] = signal.signal(sig, ask)
+    try:
+        yield asked
+    finally:
+        for sig, before in installed.items():
+            signal.signal(sig, before)
 
 
 class TrainingDiverged(RuntimeError):
@@ -92,7 +125,8 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     from this call) ends it at the last evaluation point from which one more evaluation interval, timed on the
     one just done, would not fit, or, where an interval outlasts the limit all the same (the first one after a
     start, or a slower one), at the first iteration past the limit. Either leaves a checkpoint to resume from
-    (status 'running'), and the resumed run ends exactly where an uninterrupted one would.
+    (status 'running'), and the resumed run ends exactly where an uninterrupted one would. So does SIGINT
+    (Ctrl-C) or SIGTERM, after the current update, and then raises ``Stopped`` (see ``stop_on_signals``).
     ``concurrent_runs`` (how many runs share the device, e.g. in a parallel sweep) is recorded in run.json.
     """
     call_start = clock()
@@ -109,12 +143,16 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     with run_lock(run_dir):
         # checked again under the lock: another process may have finished the run meanwhile
         deadline = None if time_limit is None else call_start + time_limit
-        return finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress,
-                                                         concurrent_runs)
+        with stop_on_signals() as asked:
+            meta = finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress,
+                                                             concurrent_runs, asked)
+    if _asked(asked):  # it came as the run finished: what called this stops all the same
+        raise Stopped(f"{cfg.name}: {meta['status']} when {asked['signal']} came; stopped")
+    return meta
 
 
 def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceData, stop_at: int | None,
-           deadline: float | None, progress: bool, concurrent_runs: int) -> dict:
+           deadline: float | None, progress: bool, concurrent_runs: int, asked: dict | None = None) -> dict:
     if device.type == "cuda":  # cuDNN's fastest algorithms, unless deterministic ones are asked for (bit-for-bit checks)
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     model, optimizer = build(cfg, device)
@@ -160,11 +198,11 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
             if p.iteration == cfg.total_iterations:
                 break
             stopping = (stop_at is not None and p.iteration >= stop_at) or (
-                deadline is not None and clock() + timer.last_interval > deadline)
+                deadline is not None and clock() + timer.last_interval > deadline) or _asked(asked)
         else:
-            # an interval that outlasts the limit (the first after a start, or one slower than the last) stops
-            # where it is, its training sums kept in the checkpoint, so the resume stays exact
-            stopping = deadline is not None and clock() > deadline
+            # an interval that outlasts the limit (the first after a start, or one slower than the last), or a
+            # signal, stops where it is, its training sums kept in the checkpoint, so the resume stays exact
+            stopping = (deadline is not None and clock() > deadline) or _asked(asked)
             if not stopping:
                 continue
             _check_finite(cfg, window, p, run_dir, meta)
@@ -175,6 +213,9 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
             results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
             if stopping:
                 bar.close()
+                if _asked(asked):
+                    raise Stopped(f"{cfg.name}: stopped by {asked['signal']} at iteration {p.iteration:,} of "
+                                  f"{cfg.total_iterations:,}, its checkpoint written; the same command resumes it")
                 return meta
     bar.close()
     return _finish(model, run_dir, _meta(cfg, data, device, model, p, meta), p)
@@ -258,6 +299,10 @@ def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, window: torch.Ten
 def _last_row(p: Progress) -> int:
     """The iteration of log.csv's last row (0 before the first): where the training window began."""
     return p.rows[-1]["iteration"] if p.rows else 0
+
+
+def _asked(asked: dict | None) -> bool:
+    return asked is not None and asked["signal"] is not None
 
 
 def _check_finite(cfg: TrainConfig, window: torch.Tensor, p: Progress, run_dir: Path, meta: dict) -> list[float]:
