@@ -15,8 +15,12 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 	touch $@
 
+# The study's data is checked first (one line if it is missing or cannot be downloaded); then the notebook runs in
+# place, its output streamed to the terminal as it comes (the cost estimate, a progress bar per run, each result).
 study: setup
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 main.ipynb
+	$(VENV)/bin/python -m resnet check-study
+	RESNET_PROGRESS=text $(VENV)/bin/papermill main.ipynb main.ipynb --no-progress-bar \
+		--stdout-file /dev/stdout --stderr-file /dev/stderr
 
 # The tests that need CIFAR-10 itself take RESNET_TEST_DATA, else the JPEG stand-in at ../shared/data, else the
 # official download; without any they are skipped, saying so (RESNET_REQUIRE_DATA=1 fails them instead).

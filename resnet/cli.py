@@ -108,6 +108,10 @@ def main(argv=None) -> int:
     p.add_argument("--assets", default="assets", help="where the figures are (default: assets)")
     p.add_argument("--root", default=".", help="the folder holding README.md and docs/ (default: .)")
 
+    sub.add_parser("check-study", help=(
+        "what `make study` will train, from the RESNET_* settings the notebook reads, and its data loaded now "
+        "(downloaded if need be), so that a missing or unreachable source is said in one line before anything starts"))
+
     p = sub.add_parser("export", help="pack a study's runs into one archive, to move them to another machine")
     p.add_argument("study", help="a study folder, e.g. results/cifar10-jpeg-full-bf16")
     p.add_argument("out", help="the archive to write, e.g. study.tar (parts: study.tar.part000, ...)")
@@ -147,7 +151,7 @@ def _run(args) -> int:
         print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
               + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
     elif args.command == "sweep":
-        from .sweeps import sweep
+        from .sweeps import result_line, sweep
 
         configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
         if args.launcher:
@@ -164,9 +168,9 @@ def _run(args) -> int:
         else:
             metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at,
                           time_limit=args.time_limit, progress=not args.quiet)
-        for meta in metas:
-            print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}, "
-                  f"final test error {meta['final_test_error']}")
+        if args.quiet or args.launcher:  # otherwise the sweep said each as it ended
+            for meta in metas:
+                print(result_line(meta))
         if len(metas) < len(configs):
             print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
     elif args.command == "evaluate":
@@ -206,6 +210,19 @@ def _run(args) -> int:
         changed = update_reports(args.root, args.results, args.assets)
         print(f"generated sections rewritten in {', '.join(map(str, changed))}" if changed
               else "README.md and docs/results.md: generated sections already up to date")
+    elif args.command == "check-study":
+        from .data import load_cifar10
+        from .runfolder import finished_meta
+        from .study import study_from_environment
+
+        study = study_from_environment()
+        todo = [c for c in study.to_train if finished_meta(c, study.results) is None]
+        if not todo:
+            print(f"{study.describe()}: nothing left to train")
+            return 0
+        data = load_cifar10(study.data)
+        print(f"{len(todo)} of {len(study.configs)} runs left to train ({study.describe()}); data {data.source}: "
+              f"{len(data.train_y):,} training and {len(data.test_y):,} test images")
     elif args.command == "export":
         from .transfer import export_study
 

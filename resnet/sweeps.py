@@ -14,7 +14,7 @@ from .config import TrainConfig, resolve_source
 from .data import load_cifar10
 from .placement import cpu_threads_per_run, measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
 from .runfolder import finished_meta
-from .trainer import Stopped, stop_on_signals, train
+from .trainer import Stopped, progress_bar, stop_on_signals, train
 
 LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
 STOPPED = 130  # a parallel run's exit status when a signal stopped it, its checkpoint written
@@ -41,6 +41,8 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     # Every conflict with the results folder is reported before anything trains.
     pending = [c for c in configs if finished_meta(c, results_dir) is None]
     deadline = None if time_limit is None else time.perf_counter() + time_limit
+    if progress and len(pending) < len(configs):
+        print(f"already finished: {', '.join(c.name for c in configs if c not in pending)}", flush=True)
     gpus = visible_gpus() if any(c.device in ("auto", "cuda") for c in pending) else 0
     if gpus <= 1 and (parallel == 1 or (parallel == "auto" and gpus == 0)):
         return _serial(configs, pending, results_dir, stop_at, deadline, progress)
@@ -49,7 +51,7 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     shares = _shares(pending, parallel, gpus, progress)
     if gpus <= 1 and min(shares, default=1) == 1:  # measured: no room for a second run on the one GPU
         return _serial(configs, pending, results_dir, stop_at, deadline, progress)
-    started = _parallel(pending, shares, results_dir, gpus, stop_at, deadline)
+    started = _parallel(pending, shares, results_dir, gpus, stop_at, deadline, progress)
     return [results.read_meta(c.run_dir(results_dir) / results.META_FILE) for c in configs
             if c in started or c not in pending]
 
@@ -65,6 +67,13 @@ def _shares(pending: list[TrainConfig], parallel: int | str, gpus: int, progress
     return [1 / per_gpu.get((c.net, c.depth), 1) for c in pending]
 
 
+def result_line(meta: dict) -> str:
+    """A run's outcome in one line, as a sweep prints it when the run ends."""
+    error = meta.get("final_test_error")
+    return (f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
+            + (f", final test error {error:.2f}%" if error is not None else ""))
+
+
 def _time_left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.perf_counter()
 
@@ -76,13 +85,15 @@ def _serial(configs, pending, results_dir, stop_at, deadline, progress) -> list[
             break
         meta = train(c, results_dir, stop_at=stop_at, time_limit=_time_left(deadline), progress=progress)
         metas.append(meta)
+        if progress and c in pending:
+            print(result_line(meta), flush=True)
         if meta["status"] != "finished" and (stop_at is None or meta["iterations_done"] < stop_at):
             break  # stopped by the time limit: the next run would not fit either
     return metas
 
 
 def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus: int, stop_at,
-              deadline) -> list[TrainConfig]:
+              deadline, progress: bool = False) -> list[TrainConfig]:
     """Run ``pending`` in order, each taking its share of a device (``placement.place``; GPUs by index when more
     than one is visible), each in a child process given its settings (as in run.json) and, where it has one, its
     GPU alone; return the configs started. SIGINT (Ctrl-C) or SIGTERM stops the sweep: no run starts after it,
@@ -93,6 +104,7 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     queue, loads, running, started, failed = list(zip(pending, shares)), [0.0] * max(1, gpus), [], [], []
     stopped: list[str] = []
+    bars: dict[str, _RunBar] = {}  # one progress bar per running run, following its log.csv
     per_device = -(-len(pending) // max(1, gpus))  # at most this many share a device: 4 runs in 10 slots are 4
     try:
         with stop_on_signals() as asked:
@@ -104,6 +116,8 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
                     running.append((c, _start_child(c, share, device, results_dir, gpus, stop_at, deadline,
                                                     per_device, env), device, share))
                     started.append(c)
+                    if progress:
+                        bars[c.name] = _RunBar(c, results_dir)
                 if (asked["signal"] or stopped) and asked.setdefault("forwarded", False) is False:
                     asked["forwarded"], asked["first"] = True, stopped[:1]  # the run stopped from elsewhere, if any
                     for _, child_process, _, _ in running:
@@ -111,14 +125,23 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
                 time.sleep(0.5)
                 for run in list(running):
                     c, child_process, device, share = run
+                    if c.name in bars:
+                        bars[c.name].follow()
                     if child_process.poll() is not None:
                         running.remove(run)
                         loads[device] -= share
+                        if c.name in bars:
+                            bars.pop(c.name).close()
+                            if child_process.returncode == 0:
+                                print(result_line(results.read_meta(c.run_dir(results_dir) / results.META_FILE)),
+                                      flush=True)
                         if child_process.returncode == STOPPED:
                             stopped.append(c.name)
                         elif child_process.returncode:
                             failed.append(f"{c.name} (see {c.run_dir(results_dir) / LOG_FILE})")
     finally:
+        for bar in bars.values():
+            bar.close()
         for _, child_process, _, _ in running:  # only when leaving early: every child has ended otherwise
             child_process.terminate()
             child_process.wait()
@@ -129,6 +152,38 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
         raise Stopped(f"sweep stopped {why}; checkpointed: {', '.join(stopped) or 'none'}; the same command "
                       "resumes it")
     return started
+
+
+class _RunBar:
+    """A parallel run's progress bar in the sweep's process: its iteration and last test error, read from the
+    run's log.csv whenever that changes (its process logs there at each evaluation)."""
+
+    def __init__(self, cfg: TrainConfig, results_dir):
+        self.path, self.seen = cfg.run_dir(results_dir) / results.CSV_FILE, None
+        self.bar = progress_bar(cfg.total_iterations, self._last()[0], cfg.name)
+
+    def _last(self) -> tuple[int, str | None]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return 0, None
+        if len(lines) < 2:
+            return 0, None
+        row = dict(zip(lines[0].split(","), lines[-1].split(",")))
+        return int(row["iteration"]), row.get("test_error")
+
+    def follow(self):
+        stamp = self.path.stat().st_mtime_ns if self.path.exists() else None
+        if stamp == self.seen:
+            return
+        self.seen = stamp
+        iteration, test_error = self._last()
+        self.bar.update(iteration - self.bar.n)
+        if test_error:
+            self.bar.set_postfix(test_err=f"{float(test_error):.2f}")
+
+    def close(self):
+        self.bar.close()
 
 
 def _start_child(c: TrainConfig, share: float, device: int, results_dir, gpus: int, stop_at, deadline,

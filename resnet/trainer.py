@@ -175,7 +175,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     update = make_step(cfg, model, optimizer, window)
     warm = torch.tensor(p.warm, dtype=torch.float64, device=device)  # wrong since the last warm-up check
     timer = _Timer(p)
-    bar = _progress_bar(cfg.total_iterations, p.iteration, cfg.name, enabled=progress)
+    bar = progress_bar(cfg.total_iterations, p.iteration, cfg.name, enabled=progress)
     model.train()
     while p.iteration < cfg.total_iterations:
         lr = learning_rate(p.iteration, cfg, warming_up=p.warmup_end is None)
@@ -335,7 +335,20 @@ def _finish(model, run_dir: Path, meta: dict, p: Progress) -> dict:
     return meta
 
 
-def _progress_bar(total: int, initial: int, name: str, enabled: bool):
+PROGRESS_ENV = "RESNET_PROGRESS"  # "text": plain-text bars, redrawn every 30 s (a notebook run from a terminal)
+
+
+def progress_bar(total: int, initial: int, name: str, enabled: bool = True):
+    """A run's progress bar (iterations, rate, ETA): a notebook's widget, or text on a terminal; with
+    RESNET_PROGRESS=text always text, redrawn at most every 30 s, which a notebook executed from the command line
+    (``make study``) streams to the terminal without filling the notebook."""
+    import os
+
+    if os.environ.get(PROGRESS_ENV) == "text":
+        from tqdm.std import tqdm
+
+        return tqdm(total=total, initial=initial, desc=name, unit="it", disable=not enabled, mininterval=30.0,
+                    file=sys.stderr)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=name, unit="it", disable=not enabled, mininterval=1.0)

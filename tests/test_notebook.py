@@ -144,3 +144,27 @@ def test_the_notebook_in_quick_mode_trains_two_tiny_runs_and_draws_the_committed
     assert "resnet8-seed0: finished, 30 iterations" in out
     assert "results/cifar10-jpeg-full-bf16/:" in out  # the committed studies are drawn too
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "assets").iterdir()} == stamps  # and their figures not rewritten
+
+
+def test_make_study_checks_its_data_first_and_says_in_one_line_what_is_wrong(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    def check(**env):
+        out = subprocess.run([sys.executable, "-m", "resnet", "check-study"], capture_output=True, text=True,
+                             cwd=ROOT, env={**os.environ, "RESNET_RESULTS": str(tmp_path / "results"), **env})
+        return out.returncode, out.stdout, out.stderr
+
+    rc, _, err = check(RESNET_DATA=str(tmp_path / "no-such.tar.gz"))
+    assert (rc, err) == (1, f"error: dataset not found: {tmp_path / 'no-such.tar.gz'}\n")  # alone, not in a traceback
+    rc, out, _ = check(RESNET_DATA=str(SMALL_SOURCE))
+    assert rc == 0 and out == (f"10 of 10 runs left to train (10 runs of 64000 iterations, batch 128, fp32, into "
+                               f"{tmp_path / 'results'}/cifar10-small-full-fp32/); data cifar10-small.tar: 1,000 "
+                               "training and 500 test images\n")
+    assert check(RESNET_TRAIN="0", RESNET_DATA=str(tmp_path / "no-such.tar.gz"))[:2] == (0, (
+        f"the report (RESNET_TRAIN=0): nothing is trained; every study in {tmp_path / 'results'}/ is drawn: nothing "
+        "left to train\n"))  # nothing to train: no data needed
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.index("-m resnet check-study") < makefile.index("papermill main.ipynb")  # make study checks first

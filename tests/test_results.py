@@ -294,12 +294,18 @@ def test_cli_train_resumes_a_stopped_run_and_sweeps_in_parallel(tmp_path):
     assert "running at iteration 10" in first.stdout
     second = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert "finished at iteration 20" in second.stdout
-    sweep = subprocess.run([sys.executable, "-m", "resnet", "sweep", "--results", str(tmp_path), "--quiet",
+    import os
+
+    sweep = subprocess.run([sys.executable, "-m", "resnet", "sweep", "--results", str(tmp_path),
                             "--depths", "8", "--nets", "plain", "resnet", "--parallel", "2",
                             *[a for a in config_to_args(cfg) if a not in ("--depth", "8")]],
-                           capture_output=True, text=True, cwd=ROOT)
+                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RESNET_PROGRESS": "text"})
     assert sweep.returncode == 0, sweep.stderr
-    assert "plain8-seed0: finished" in sweep.stdout and "resnet8-seed0: finished" in sweep.stdout
+    # live: what was done before, a text progress bar for the run in its own process, its result as it ends
+    assert sweep.stdout.splitlines()[0] == "already finished: resnet8-seed0"
+    assert re.search(r"^plain8-seed0: finished at iteration 20, final test error \d+\.\d\d%$", sweep.stdout, re.M)
+    assert sweep.stdout.count("plain8-seed0: finished") == 1 and "resnet8-seed0: finished" not in sweep.stdout
+    assert re.search(r"plain8-seed0: 100%.*20/20", sweep.stderr), sweep.stderr
     plain = dataclasses.replace(cfg, net="plain").run_dir(tmp_path)
     report = subprocess.run([sys.executable, "-m", "resnet", "evaluate", str(plain), "--device", "cpu"],
                             capture_output=True, text=True, cwd=ROOT)
