@@ -60,7 +60,7 @@ print(resnet.format_cost(resnet.estimate_cost(study.to_train, study.results)))
 # Trains every run that is not finished in the results folder (an interrupted run resumes from its checkpoint).
 
 # %%
-metas = resnet.sweep(study.to_train, study.results, parallel=study.parallel, progress=not study.quick)
+metas = resnet.sweep(study.to_train, study.results, parallel=study.parallel)
 for m in metas:
     print(f"{m['name']:>18}: {m['status']}, {m['iterations_done']} iterations, data: {m['data_source']}")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,7 @@ class Study:
     configs: tuple[TrainConfig, ...]  # the runs to sweep, in order
     results: str  # where the sweep trains
     shown: str  # every study below it is drawn: the committed ones and yours
-    quick: bool  # tiny real runs on a data subset, on the CPU, into a temporary folder
+    quick: bool  # tiny real runs on a data subset, on the CPU, into a scratch folder (emptied by each quick study)
     parallel: int | str = "auto"  # runs at once (separate processes); auto: measured on CUDA, 1 without
     train: bool = True  # False: the report, which trains nothing and draws the studies in ``shown``
 
@@ -55,7 +54,7 @@ class Study:
         if not self.train:
             return f"the report (RESNET_TRAIN=0): nothing is trained; every study in {self.shown}/ is drawn"
         c = self.configs[0]
-        where = "into a temporary folder (quick mode)" if self.quick else f"into {self.results}/{c.study}/"
+        where = f"into {self.results}/, emptied first (quick mode)" if self.quick else f"into {self.results}/{c.study}/"
         return f"{len(self.configs)} runs of {c.total_iterations} iterations, batch {c.batch_size}, {c.precision}, {where}"
 
 
@@ -75,9 +74,21 @@ def study_from_environment(environ=None) -> Study:
     train = env.get("RESNET_TRAIN", "1") == "1"
     networks, results = NETWORKS, shown
     if quick and train:  # two depth-8 networks, 30 iterations on 1,000 images, on the CPU, never into results/
-        networks, results = (("plain", 8), ("resnet", 8)), tempfile.mkdtemp(prefix="resnet-quick-")
+        networks, results = (("plain", 8), ("resnet", 8)), _fresh_quick_folder()
         base = dataclasses.replace(base, batch_size=32, iterations=30, milestones=(15, 25), eval_every=10,
                                    checkpoint_every=10, train_subset=1000, test_subset=500, device="cpu")
     configs = tuple(dataclasses.replace(base, net=n, depth=d) for n, d in networks)
     return Study(configs, str(Path(results)), shown, quick and train,
                  parse_runs_at_once(env.get("RESNET_PARALLEL", "auto")), train)
+
+
+def _fresh_quick_folder() -> str:
+    """The quick mode's results: one scratch folder in the cache, emptied by each quick study, so none piles up."""
+    import shutil
+
+    from .data import cache_dir
+
+    folder = cache_dir() / "quick-results"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return str(folder)

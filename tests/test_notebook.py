@@ -73,15 +73,16 @@ def test_results_can_move():
     assert s.results == s.shown == "elsewhere"
 
 
-def test_quick_mode_trains_into_a_temporary_folder_and_never_writes_results_or_assets():
+def test_quick_mode_trains_into_a_scratch_folder_emptied_each_time_and_never_writes_results_or_assets(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("RESNET_CACHE", str(tmp_path / "cache"))
     s = study(RESNET_QUICK="1", RESNET_DATA=JPEG)
-    try:
-        assert Path(s.results).resolve() != (ROOT / "results").resolve() and s.shown == "results"
-        assert s.assets is None and s.figure7_path("cifar10-jpeg-full-bf16") == "assets/figure7-cifar10-jpeg-full-bf16.png"
-        assert all(c.device == "cpu" and c.iterations < 100 and c.train_subset == 1000 for c in s.configs)
-        assert s.describe() == "2 runs of 30 iterations, batch 32, fp32, into a temporary folder (quick mode)"
-    finally:
-        os.rmdir(s.results)
+    assert Path(s.results) == tmp_path / "cache" / "quick-results" and s.shown == "results"
+    assert s.assets is None and s.figure7_path("cifar10-jpeg-full-bf16") == "assets/figure7-cifar10-jpeg-full-bf16.png"
+    assert all(c.device == "cpu" and c.iterations < 100 and c.train_subset == 1000 for c in s.configs)
+    assert s.describe() == f"2 runs of 30 iterations, batch 32, fp32, into {s.results}/, emptied first (quick mode)"
+    (Path(s.results) / "left-over").mkdir()
+    assert study(RESNET_QUICK="1", RESNET_DATA=JPEG).results == s.results and not any(Path(s.results).iterdir())
 
 
 def test_over_a_finished_study_the_notebooks_calls_train_nothing_and_redraw_figure6_and_the_tables(tmp_path):
@@ -128,20 +129,33 @@ def test_the_report_trains_nothing_and_saves_no_figure_whatever_else_is_set():
         study(RESNET_TRAIN="no")
 
 
-def test_the_notebook_in_quick_mode_trains_two_tiny_runs_and_draws_the_committed_studies(tmp_path):
+def test_the_notebook_as_make_study_runs_it_streams_its_cost_and_progress_live_and_draws_the_committed_studies(
+        tmp_path):
+    """The quick mode, executed as `make study` executes the notebook (papermill, output streamed): the cost
+    estimate reaches the terminal while the runs are still to train, then a progress bar per run and each result."""
     import subprocess
     import sys
 
     env = {**os.environ, "RESNET_QUICK": "1", "RESNET_DATA": str(SMALL_SOURCE), "MPLBACKEND": "Agg",
-           "TMPDIR": str(tmp_path)}
+           "RESNET_CACHE": str(tmp_path / "cache"), "RESNET_PROGRESS": "text"}
     env.pop("RESNET_TRAIN", None)
+    quick = tmp_path / "cache" / "quick-results"
     stamps = {p: p.stat().st_mtime_ns for p in (ROOT / "assets").iterdir()}
-    done = subprocess.run([sys.executable, str(TEXT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = done.stdout
-    assert "2 runs of 30 iterations, batch 32, fp32, into a temporary folder (quick mode)" in out
+    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(ROOT / "main.ipynb"), str(tmp_path / "out.ipynb"),
+                             "--no-progress-bar", "--stdout-file", "/dev/stdout", "--stderr-file", "/dev/stdout"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, finished_when_cost_shown = [], None
+    for line in proc.stdout:
+        lines.append(line)
+        if "iterations left" in line:  # the cost table's header
+            finished_when_cost_shown = len(list(quick.glob("*/*/weights.pt")))
+    assert proc.wait(timeout=900) == 0, "".join(lines)[-3000:]
+    out = "".join(lines)
+    assert finished_when_cost_shown == 0, out[-3000:]  # shown live: no run had trained yet
+    assert f"2 runs of 30 iterations, batch 32, fp32, into {quick}/, emptied first (quick mode)" in out
+    assert "plain8-seed0: 100%" in out and "resnet8-seed0: 100%" in out  # a progress bar per run
+    assert "plain8-seed0: finished at iteration 30, final test error" in out  # each result as it ends
     assert "plain8-seed0: finished, 30 iterations, data: cifar10-small.tar" in out
-    assert "resnet8-seed0: finished, 30 iterations" in out
     assert "results/cifar10-jpeg-full-bf16/:" in out  # the committed studies are drawn too
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "assets").iterdir()} == stamps  # and their figures not rewritten
 
