@@ -72,8 +72,11 @@ def find_run(name: str, results_dir: str | Path | None = None, study: str | None
     """The folder of a finished run by run name ('resnet56-seed0') or network ('resnet56', 'resnet20B').
 
     Looked for in every study under ``results_dir`` (default: the committed results) or in ``study`` only; where
-    several hold it, the longest schedule wins, then the official data, then the lowest seed.
+    several hold it, a run of the paper's protocol wins, then the longest schedule, then the official data, then
+    the lowest seed.
     """
+    from .compare import paper_protocol
+
     root = Path(results_dir) if results_dir is not None else Path(__file__).resolve().parent.parent / "results"
     studies = [root / study] if study else sorted(p for p in root.glob("*") if p.is_dir())
     candidates = []
@@ -82,14 +85,29 @@ def find_run(name: str, results_dir: str | Path | None = None, study: str | None
             meta = results.read_meta(meta_path)
             cfg = TrainConfig.from_dict(meta["config"])
             if meta["status"] == "finished" and name in (cfg.name, network_name(cfg.net, cfg.depth, cfg.shortcut)):
-                candidates.append(((-cfg.total_iterations, meta["data_source"] != "official", cfg.seed, folder.name),
-                                   meta_path.parent))
+                candidates.append(((not paper_protocol(meta["config"]), -cfg.total_iterations,
+                                    meta["data_source"] != "official", cfg.seed, folder.name), meta_path.parent))
     if not candidates:
         available = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob(f"*/*/{results.META_FILE}"))
         raise FileNotFoundError(f"no finished run named {name!r} in {root}; available: {available or 'none'}")
     return min(candidates)[1]
 
 
-def pretrained(name: str, results_dir: str | Path | None = None, device="cpu", study: str | None = None) -> CifarNet:
-    """A committed model (eval mode) by run name or network; see ``find_run`` for which run is chosen."""
-    return load_run(find_run(name, results_dir, study), device).model
+def pretrained(name: str, results_dir: str | Path | None = None, device="cpu", study: str | None = None,
+               quiet: bool = False) -> CifarNet:
+    """A committed model (eval mode) by run name or network; see ``find_run`` for which run is chosen, which is
+    said on stderr (unless ``quiet``) and kept as the model's ``run`` attribute (its folder)."""
+    import sys
+
+    from .compare import paper_protocol
+    from .config import study_label
+
+    path = find_run(name, results_dir, study)
+    run = load_run(path, device)
+    run.model.run = path
+    if not quiet:
+        config = run.meta["config"]
+        protocol = "" if paper_protocol(config) else ", not the paper's protocol"
+        print(f"{name}: the weights of {path.parent.name}/{path.name} ({study_label(config)}{protocol}; test error "
+              f"{run.meta['final_test_error']:.2f}% on {run.meta['data_source']})", file=sys.stderr)
+    return run.model

@@ -254,6 +254,21 @@ def test_pretrained_and_torch_hub_load_committed_style_runs(fixture_results):
     assert fresh.shortcut is None and fresh.depth == 20
 
 
+def test_pretrained_prefers_the_papers_protocol_and_says_which_run_it_loaded(tmp_path, capsys):
+    fake_run(tmp_path, 9.0, net="resnet", depth=32, lr=0.05, precision="bf16")  # seed 0, but another lr
+    fake_run(tmp_path, 12.0, net="resnet", depth=32, schedule="1/8")  # the paper's settings, a shorter schedule
+    fake_run(tmp_path, 10.0, net="resnet", depth=32, seed=1)  # the paper's protocol
+    model = pretrained("resnet32", tmp_path)
+    assert model.run == tmp_path / FIXTURE_STUDY / "resnet32-seed1"
+    assert capsys.readouterr().err == (f"resnet32: the weights of {FIXTURE_STUDY}/resnet32-seed1 (data fixture, "
+                                       "paper's schedule (64,000 iterations), fp32; test error 10.55% on fixture)\n")
+    (tmp_path / FIXTURE_STUDY / "resnet32-seed1" / "run.json").unlink()
+    assert pretrained("resnet32", tmp_path, quiet=True).run.parent.name == "fixture-full-bf16"  # then the longest
+    assert capsys.readouterr().err == ""
+    pretrained("resnet32", tmp_path)
+    assert "not the paper's protocol" in capsys.readouterr().err
+
+
 # --- command line ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("command", ["train", "sweep"])
