@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from resnet.files import write_atomic
 from resnet import TrainConfig
 from resnet.results import read_csv, read_meta
 
@@ -64,7 +65,7 @@ work (tests, editing) while these runs trained, so the median epoch understates 
 closest to an uncontended figure. Precision affects only the forward/backward arithmetic (autocast): weights, BN
 statistics, the loss and the optimizer stay fp32, and the test error is measured under the same autocast.
 """
-    Path(args.out).write_text(text)
+    write_atomic(text, Path(args.out))
     print(text)
     return 0 if abs(diff) <= GATE else 1  # a failed gate is a failed command, so a script stops
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from resnet.files import write_atomic
 from resnet import TrainConfig
 from resnet.placement import cpu_threads_per_run
 
@@ -110,11 +111,11 @@ ten; "together" is the sum of the {args.runs} processes' throughputs.
 Measured {env['date']} on {env['device']}, torch {env['torch']}, python {env['python']}, commit
 {env['git_commit'][:10]}; data: {Path(args.data).name}.{(' ' + args.note) if args.note else ''}
 """
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"runs": args.runs, "precision": args.precision, "rows": rows,
+    write_atomic(text, out)
+    write_atomic(json.dumps({"runs": args.runs, "precision": args.precision, "rows": rows,
                                                     "smoke": args.smoke,
                                                     "date": env["date"], "device": env["device"],
-                                                    "torch": env["torch"]}, indent=1) + "\n")
+                                                    "torch": env["torch"]}, indent=1) + "\n", out.with_suffix(".json"))
     print(text)
 
 

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from resnet.files import write_atomic
 from resnet import TrainConfig
 from resnet.config import config_to_args
 from resnet.results import META_FILE, read_csv, read_meta
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         return 0
     summary = {"environment": environment(configs["eager"].device), "smoke": args.smoke,
                "config": configs["eager"].to_dict(), **compare(configs, work)}
-    (out / "graph_accuracy.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomic(json.dumps(summary, indent=1) + "\n", out / "graph_accuracy.json")
     cfg = configs["eager"]
     lines = [f"# The graphed step against the eager step{' — SMOKE MODE: tiny runs on the CPU' if args.smoke else ''}",
              "", ", ".join(f"{k} {v}" for k, v in summary["environment"].items()), "",
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
              f"points; the largest gap between the two test-error curves: "
              f"{summary['largest gap between the test-error curves (points)']:.2f} points (iteration "
              f"{summary['at iteration']:,}, over {summary['evaluations compared']} evaluations)."]
-    (out / "graph_accuracy.md").write_text("\n".join(lines) + "\n")
+    write_atomic("\n".join(lines) + "\n", out / "graph_accuracy.md")
     print(f"wrote {out / 'graph_accuracy.md'} and {out / 'graph_accuracy.json'}")
     return 0
 

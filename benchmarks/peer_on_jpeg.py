@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from resnet.files import write_atomic
 from resnet import from_peer_checkpoint, load_cifar10
 
 from .common import environment, markdown_table
@@ -40,7 +41,7 @@ def main(argv=None):
             f"Measured by `python -m benchmarks.peer_on_jpeg` on {env['device']}, torch {env['torch']}, "
             f"{env['date']}, commit {env['git_commit']}; data {ds.source} (sha256 of decoded arrays "
             f"{ds.checksum[:16]}...). The peer normalises with the ImageNet mean/std, so that is used here.\n")
-    Path(args.out).write_text(text)
+    write_atomic(text, Path(args.out))
     print(text)
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from resnet.files import write_atomic
 from pathlib import Path
 
 from .common import environment, markdown_table
@@ -109,9 +110,9 @@ def main(argv=None) -> int:
             f"## Every evaluation\n\n{markdown_table(rows)}\n\n"
             f"Measured by `python -m benchmarks.reeval_spread` on {env['device']}, torch {env['torch']}, "
             f"{env['date']}, commit {env['git_commit']}.\n")
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(
-        {"environment": env, "summary": summary, "rows": rows, "largest_gap_images": worst}, indent=1) + "\n")
+    write_atomic(text, Path(args.out))
+    write_atomic(json.dumps({"environment": env, "summary": summary, "rows": rows, "largest_gap_images": worst},
+                            indent=1) + "\n", Path(args.out).with_suffix(".json"))
     print(text)
     return 0
 

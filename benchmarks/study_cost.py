@@ -11,6 +11,7 @@ import json
 import tempfile
 from pathlib import Path
 
+from resnet.files import write_atomic
 from resnet import TrainConfig
 from resnet.cost import estimate_cost
 
@@ -63,12 +64,12 @@ ten.
 Measured {env['date']} on {env['device']}, torch {env['torch']}, python {env['python']}, commit
 {env['git_commit'][:10]}; data: {Path(args.data).name}.{(' ' + args.note) if args.note else ''}
 """
-    out.write_text(text)
+    write_atomic(text, out)
     # the totals, machine-readable, for the README's cost table (resnet.report)
     summary = {"device": env["device"], "precision": args.precision, "networks": len(configs),
                "hours_paper_schedule": totals["1"], "hours_1of8_schedule": totals["1/8"],
                "date": env["date"], "torch": env["torch"], "details": out.name}
-    out.with_suffix(".json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_atomic(json.dumps(summary, indent=1) + "\n", out.with_suffix(".json"))
     print(text)
 
 

@@ -113,8 +113,18 @@ def _finish(fig, runs: list[Run], title: str, note: str, path):
     fig.suptitle(title + "".join(f"\n{s}" for s in studies) + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path)
+
+
+def save_figure(fig, path) -> None:
+    """Save ``fig`` (format from the suffix) whole, through ``write_atomic``: a kill or a full disk leaves the old
+    figure, never a cut-off one."""
+    import io
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    write_atomic(buf.getvalue(), path)
 
 
 @torch.inference_mode()
@@ -152,8 +162,7 @@ def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, no
                  + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120)
+        save_figure(fig, path)
     return fig
 
 

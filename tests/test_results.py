@@ -650,3 +650,36 @@ def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
     assert git_commit() == "abc123"
     monkeypatch.delenv("RESNET_GIT_COMMIT")
     assert git_commit() != "abc123"
+
+
+def test_plot_and_report_write_every_file_whole_so_a_full_disk_leaves_the_old_ones(fixture_results, tmp_path,
+                                                                                   monkeypatch):
+    """Every figure, README section and results page goes through the atomic writer: with the disk full, each
+    command fails naming its file and leaves what was there byte for byte (a direct write would replace it)."""
+    import errno
+    from pathlib import Path
+
+    from resnet.report import markers, update_reports
+
+    assets, root = tmp_path / "assets", tmp_path / "root"
+    (root / "docs").mkdir(parents=True)
+    (root / "README.md").write_text("".join(f"{markers(n)[0]}\n{markers(n)[1]}\n" for n in ("headline", "summary", "peers")))
+    (root / "docs" / "results.md").write_text(f"{markers('results')[0]}\n{markers('results')[1]}\n")
+    assert main(["plot", "--results", str(fixture_results), "--assets", str(assets), "--no-figure7"]) == 0
+    update_reports(root, fixture_results, assets)
+    fake_run(fixture_results, 12.0, net="plain", depth=32)  # new results: every file would change
+    before = {p: p.read_bytes() for p in [*assets.iterdir(), root / "README.md", root / "docs" / "results.md"]}
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(OSError, match=r"could not write .*figure6-fixture-full-fp32\.png \(No space left on device\)"):
+        from resnet import load_runs, plot_studies
+
+        plot_studies(load_runs(fixture_results), assets)
+    with pytest.raises(OSError, match=r"could not write .*README\.md \(No space left on device\); the previous"):
+        update_reports(root, fixture_results, assets)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in before} == before
+    assert not [p for p in [*assets.iterdir(), *root.rglob("*")] if p.suffix == ".tmp"]
