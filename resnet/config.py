@@ -67,6 +67,7 @@ class TrainConfig:
                                  "launches (on the CPU: the same code without a graph)", identity=False)
 
     def __post_init__(self):
+        self._check_types()
         if self.net not in NETS:
             raise ValueError(f"net must be one of {NETS}, got {self.net!r}")
         if self.shortcut not in SHORTCUTS:
@@ -98,6 +99,32 @@ class TrainConfig:
         object.__setattr__(self, "schedule", str(parse_schedule(self.schedule)))
         if self.total_iterations < 1:
             raise ValueError(f"schedule {self.schedule} of {self.iterations} iterations leaves no iteration to train")
+
+    def _check_types(self):
+        """Every setting of its field's type (an int where a float is asked is fine), floats finite: a '"depth":
+        "8"' in a run.json, or '--lr inf', is refused here, naming the setting."""
+        import math
+
+        for f in dataclasses.fields(self):
+            value, default = getattr(self, f.name), f.default
+            if f.name == "warmup":
+                ok = value is None or isinstance(value, bool)
+            elif isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, tuple):
+                ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              for v in value)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                kind = "a finite number" if isinstance(default, float) and not isinstance(default, bool) else (
+                    "true, false or null" if f.name == "warmup" else "whole numbers" if isinstance(default, tuple)
+                    else type(default).__name__)
+                raise ValueError(f"setting {f.name} must be {kind}, got {value!r}")
 
     @property
     def total_iterations(self) -> int:

@@ -7,6 +7,7 @@ A run folder holds ``log.csv`` (CSV_COLUMNS, one row per evaluation),
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -109,6 +110,41 @@ def check_meta(meta, path):
         raise ResultsError(f"{path}: status {meta['status']!r} is not one of {STATUSES}")
     if meta["status"] == "finished" and meta["final_test_error"] is None:
         raise ResultsError(f"{path}: finished run without final_test_error")
+    for key in PERCENT_FIELDS:
+        if meta[key] is not None and not (math.isfinite(meta[key]) and 0 <= meta[key] <= 100):
+            raise ResultsError(f"{path}: field {key!r} is {meta[key]}, not a percentage in [0, 100]")
+    for key in COUNT_FIELDS:
+        value = meta.get(key)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ResultsError(f"{path}: field {key!r} is {value}, not a count or duration (finite, not negative)")
+    try:
+        cfg = TrainConfig.from_dict(meta["config"])
+    except (ValueError, TypeError) as e:
+        raise ResultsError(f"{path}: field 'config': {e}") from None
+    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(meta["config"]) - LATER_SETTINGS)
+    if missing:
+        raise ResultsError(f"{path}: field 'config' lacks the settings {missing}")
+    if meta["name"] != cfg.name:
+        raise ResultsError(f"{path}: field 'name' is {meta['name']!r}, but its settings make the run {cfg.name!r}")
+    if meta["iterations_done"] > cfg.total_iterations:
+        raise ResultsError(f"{path}: field 'iterations_done' is {meta['iterations_done']}, past the run's "
+                           f"{cfg.total_iterations} iterations")
+    for key, fields in HISTORY_FIELDS.items():
+        for entry in meta.get(key, []):
+            if not (isinstance(entry, dict) and set(entry) == set(fields)
+                    and all(_typed(entry[f], t) for f, t in fields.items())):
+                raise ResultsError(f"{path}: field {key!r} has an entry {entry!r}, expected "
+                                   f"{{{', '.join(f'{f!r}: {t.__name__}' for f, t in fields.items())}}}")
+
+
+# settings added after runs were recorded without them, whose default is what those runs did (no graph)
+LATER_SETTINGS = {"cuda_graph"}
+PERCENT_FIELDS = ("final_test_error", "best_test_error", "final_train_error")
+COUNT_FIELDS = ("n_train", "n_val", "n_test", "parameters", "iterations_done", "warmup_end", "best_test_iteration",
+                "wall_s", "cpu_threads", "concurrent_runs")
+# the entries of run.json's histories: a resume on another device; a restart after a lost checkpoint
+HISTORY_FIELDS = {"reseeded": {"iteration": int, "from": str, "to": str},
+                  "restarted": {"lost_iteration": int, "restarted": str}}
 
 
 def write_csv(rows: list[dict], path: Path):
@@ -192,13 +228,24 @@ def load_runs(results_dir: str | Path, finished_only: bool = True) -> list[Run]:
             if log["iteration"].iloc[-1] != total:
                 raise ResultsError(f"{meta_path.parent}: finished run whose log ends at iteration "
                                    f"{log['iteration'].iloc[-1]}, not {total}")
-            if meta["final_test_error"] != log["test_error"].iloc[-1]:
-                raise ResultsError(f"{meta_path}: final_test_error {meta['final_test_error']} is not the last test "
-                                   f"error of {CSV_FILE} ({log['test_error'].iloc[-1]})")
+            _agrees_with_log(meta, log, meta_path, total)
             if not (meta_path.parent / WEIGHTS_FILE).exists():
                 raise ResultsError(f"{meta_path.parent}: finished run without {WEIGHTS_FILE}")
         runs.append(Run(meta_path.parent, meta, log))
     return sorted(runs, key=lambda r: (r.study, r.meta["name"]))
+
+
+def _agrees_with_log(meta: dict, log: pd.DataFrame, path: Path, total: int):
+    """A finished run's recorded outcome is its log's: final and best errors, the best's iteration, the iterations."""
+    best = log.loc[log["test_error"].idxmin()]
+    recorded = {"final_test_error": (meta["final_test_error"], log["test_error"].iloc[-1], "the last test error"),
+                "final_train_error": (meta["final_train_error"], log["train_error"].iloc[-1], "the last training error"),
+                "best_test_error": (meta["best_test_error"], best["test_error"], "the lowest test error"),
+                "best_test_iteration": (meta["best_test_iteration"], int(best["iteration"]), "the lowest test error's iteration"),
+                "iterations_done": (meta["iterations_done"], total, "the run's iterations")}
+    for key, (value, logged, what) in recorded.items():
+        if value != logged:
+            raise ResultsError(f"{path}: {key} {value} is not {what} of {CSV_FILE} ({logged})")
 
 
 def by_study(runs: list[Run]) -> dict[str, list[Run]]:

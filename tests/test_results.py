@@ -187,14 +187,37 @@ def test_figure7_findings_are_checked_on_the_mean_std_per_layer():
     (lambda m: m.update(parameters="many"), "parameters.*type"),
     (lambda m: m.update(status="done"), "status"),
     (lambda m: m.update(final_test_error=None), "final_test_error"),
+    # values no run can have: NaN (JSON's NaN), inf, negatives, errors over 100%
+    (lambda m: m.update(final_train_error=float("nan")), "'final_train_error' is nan, not a percentage"),
+    (lambda m: m.update(best_test_error=101.0), "'best_test_error' is 101.0, not a percentage"),
+    (lambda m: m.update(wall_s=float("inf")), "'wall_s' is inf, not a count or duration"),
+    (lambda m: m.update(parameters=-1), "'parameters' is -1"),
+    # settings of the wrong type, missing, or naming another run
+    (lambda m: m["config"].update(depth="20"), "field 'config': setting depth must be int, got '20'"),
+    (lambda m: m["config"].update(lr=float("nan")), "field 'config': setting lr must be a finite number"),
+    (lambda m: m["config"].pop("weight_decay"), "field 'config' lacks the settings \\['weight_decay'\\]"),
+    (lambda m: m["config"].update(depth=32), "field 'name' is 'resnet20-seed0', but its settings make the run "
+                                             "'resnet32-seed0'"),
+    (lambda m: m.update(iterations_done=70_000), "'iterations_done' is 70000, past the run's 64000 iterations"),
+    # malformed histories
+    (lambda m: m.update(reseeded=[{"iteration": "700", "from": "cuda", "to": "cpu"}]), "field 'reseeded' has an entry"),
+    (lambda m: m.update(restarted=[{"lost_iteration": 5}]), "field 'restarted' has an entry"),
+    # what run.json says of a finished run against its log.csv
+    (lambda m: m.update(final_train_error=1.0), "final_train_error 1.0 is not the last training error of log.csv"),
+    (lambda m: m.update(best_test_error=1.0), "best_test_error 1.0 is not the lowest test error of log.csv"),
+    (lambda m: m.update(best_test_iteration=1000), "best_test_iteration 1000 is not the lowest test error's"),
+    (lambda m: m.update(iterations_done=32_000), "iterations_done 32000 is not the run's iterations"),
 ])
 def test_malformed_metadata_is_named(fixture_results, damage, match):
     path = fixture_results / FIXTURE_STUDY / "resnet20-seed0" / "run.json"
     meta = json.loads(path.read_text())
     damage(meta)
     path.write_text(json.dumps(meta))
-    with pytest.raises(ResultsError, match=match):
+    with pytest.raises(ResultsError, match=f"{re.escape(str(path))}: .*{match}" if "log.csv" not in match else match):
         load_runs(fixture_results)
+    for command in (["plot", "--results", str(fixture_results), "--no-figure7", "--assets", str(path.parent / "a")],
+                    ["report", "--results", str(fixture_results), "--root", str(path.parent)]):
+        assert main(command) == 1  # one line, no traceback (the CLI prints it)
 
 
 def test_unreadable_json_is_named(fixture_results):
