@@ -50,14 +50,21 @@ def test_figure6_from_fixture_results(fixture_results, tmp_path):
     assert path.stat().st_size > 10_000
     plain, res = fig.axes
     assert [l.get_label() for l in plain.get_lines() if not l.get_label().startswith("_")] == ["plain-20", "plain-56"]
-    assert plain.get_ylim() == (0, 20)  # the paper's range, where the errors fit it
-    fake_run(fixture_results, 16.0, net="plain", depth=32)  # ends at 16.55%: above the paper's range
+    assert plain.get_ylim() == (0, 20)  # the paper's range
+    fake_run(fixture_results, 30.0, net="plain", depth=44)  # ends above it: left out as the paper does, and named
+    fake_run(fixture_results, 90.0, net="plain", depth=110)  # at chance, left out of Figure 6 as in the paper
     high = plot_figure6(load_runs(fixture_results))
-    assert high.axes[0].get_ylim() == (0, 30)  # raised to keep the curves' last part in view
-    fake_run(fixture_results, 90.0, net="plain", depth=110)  # at chance, left out as in the paper
-    assert plot_figure6(load_runs(fixture_results)).axes[0].get_ylim() == (0, 30)  # the range of the curves drawn
-    fake_run(fixture_results, 70.0, net="plain", depth=44)
-    assert plot_figure6(load_runs(fixture_results)).axes[0].get_ylim() == (0, 100)  # an error never above 100%
+    assert high.axes[0].get_ylim() == (0, 20)  # the paper's range at its schedule, whatever lies above
+    assert [t.get_text() for t in high.axes[0].texts] == ["final test error above the chart: plain-44 30.55%"]
+    assert not high.axes[1].texts  # every ResNet within it
+    # a shorter schedule: a range that shows the ResNets (worst final x 1.6, in steps of 5), plain nets above named
+    for net, depth, final in (("resnet", 20, 16.0), ("resnet", 56, 15.0), ("plain", 20, 18.0), ("plain", 56, 48.0)):
+        fake_run(tmp_path / "short", final, net=net, depth=depth, schedule="1/8")
+    short = plot_figure6(load_runs(tmp_path / "short"))
+    assert short.axes[0].get_ylim() == (0, 30)  # 16.55% x 1.6 = 26.5, rounded up to 30
+    assert [t.get_text() for t in short.axes[0].texts] == ["final test error above the chart: plain-56 48.55%"]
+    colors = {l.get_label(): l.get_color() for ax in short.axes for l in ax.get_lines() if not l.get_label().startswith("_")}
+    assert colors == {"plain-20": "tab:orange", "plain-56": "tab:blue", "ResNet-20": "tab:olive", "ResNet-56": "tab:red"}
     styles = {l.get_linestyle() for l in res.get_lines()}
     assert styles == {"--", "-"}  # dashed training error, solid test error
     assert res.get_lines()[0].get_xdata()[-1] == pytest.approx(6.4)  # x in 1e4 iterations
