@@ -25,7 +25,7 @@ from .checkpoint import Progress
 from .config import TrainConfig, resolve_source
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
-from .runfolder import finished_meta, run_lock
+from .runfolder import LOCK_FILE, finished_meta, run_lock
 from .steps import autocast, make_step, memory_format
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
@@ -139,13 +139,22 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     device = resolve_device(cfg.device)
     if data is None:
         data = device_data(cfg, device)
+    created = [d for d in (run_dir, run_dir.parent) if not d.exists()]  # the run's folder, its study's
     run_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(run_dir):
-        # checked again under the lock: another process may have finished the run meanwhile
-        deadline = None if time_limit is None else call_start + time_limit
-        with stop_on_signals() as asked:
-            meta = finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline, progress,
-                                                             concurrent_runs, asked)
+    try:
+        with run_lock(run_dir):
+            # checked again under the lock: another process may have finished the run meanwhile
+            deadline = None if time_limit is None else call_start + time_limit
+            with stop_on_signals() as asked:
+                meta = finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline,
+                                                                 progress, concurrent_runs, asked)
+    except BaseException:
+        if run_dir in created and {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:  # refused, nothing written
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+            for folder in created:
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        raise
     if _asked(asked):  # it came as the run finished: what called this stops all the same
         raise Stopped(f"{cfg.name}: {meta['status']} when {asked['signal']} came; stopped")
     return meta

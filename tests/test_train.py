@@ -576,6 +576,24 @@ def test_errors_before_training_leave_no_run_folder(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_run_refused_under_its_lock_before_writing_anything_leaves_no_folder(tmp_path, small_data, monkeypatch):
+    import resnet.trainer
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no room for the model")  # as a device that cannot hold the network would
+
+    monkeypatch.setattr(resnet.trainer, "build", refuse)
+    with pytest.raises(RuntimeError, match="no room"):
+        train(tiny_config(), tmp_path, data=small_data, progress=False)
+    assert not any(tmp_path.rglob("*"))  # not even the lock file's folder
+    monkeypatch.undo()
+    train(tiny_config(), tmp_path, data=small_data, progress=False, stop_at=10)
+    monkeypatch.setattr(resnet.trainer, "build", refuse)
+    with pytest.raises(RuntimeError, match="no room"):
+        train(tiny_config(), tmp_path, data=small_data, progress=False)
+    assert (tiny_config().run_dir(tmp_path) / "checkpoint.pt").exists()  # a folder with a run in it is kept whole
+
+
 def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, small_data):
     cfg = tiny_config()
     with pytest.raises(TrainingDiverged, match="and no checkpoint \\(none was written yet"):
