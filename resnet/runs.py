@@ -30,9 +30,35 @@ class LoadedRun:
 
     def data(self, source: str | None = None) -> DeviceData:
         """The run's own data (its subsets and split), or the same images of another ``source``; the per-pixel mean
-        is that of the source's training images (as in training when the source is the run's own)."""
-        cfg = self.config if source is None else dataclasses.replace(self.config, data=source)
-        return device_data(cfg, self.device)
+        is that of the source's training images (as in training when the source is the run's own). See
+        ``own_source`` for where the run's own data is looked for."""
+        cfg = dataclasses.replace(self.config, data=source or own_source(self.meta))
+        dd = device_data(cfg, self.device)
+        if source is None and cfg.data != self.meta["config"]["data"] and dd.checksum != self.meta["data_checksum"]:
+            from .data import DataError
+
+            raise DataError(f"RESNET_DATA ({cfg.data}) is not the data {self.meta['name']} was trained on: its "
+                            f"images' sha256 is {dd.checksum[:12]}…, the run's {self.meta['data_checksum'][:12]}… "
+                            f"({self.meta['data_source']}); pass --data to evaluate on other images on purpose")
+        return dd
+
+
+def own_source(meta: dict) -> str:
+    """Where a run's own data is on this machine: the path run.json records, else RESNET_DATA (a copy moved
+    elsewhere, or on another machine), else a DataError naming the data by name and checksum."""
+    import os
+
+    from .data import DataError
+
+    recorded = meta["config"]["data"]
+    if recorded == "official" or Path(recorded).exists():
+        return recorded
+    elsewhere = os.environ.get("RESNET_DATA", "")
+    if elsewhere and Path(elsewhere).exists():
+        return elsewhere  # its checksum is compared with the run's by whoever evaluates (``same_data``)
+    raise DataError(f"the data {meta['name']} was trained on ({meta['data_source']}, decoded images' sha256 "
+                    f"{meta['data_checksum'][:12]}…) is not at {recorded} on this machine: pass --data (or set "
+                    "RESNET_DATA to) a copy of it")
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:

@@ -713,3 +713,13 @@ def test_plot_and_report_write_every_file_whole_so_a_full_disk_leaves_the_old_on
     monkeypatch.undo()
     assert {p: p.read_bytes() for p in before} == before
     assert not [p for p in [*assets.iterdir(), *root.rglob("*")] if p.suffix == ".tmp"]
+
+
+def test_the_readmes_python_example_runs_on_a_fresh_clone_but_for_the_line_that_trains_for_hours(capsys):
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    lines = code.splitlines()
+    assert sum("resnet.train(" in line for line in lines) == 1
+    exec("\n".join(line for line in lines if "resnet.train(" not in line), {})  # noqa: S102 - the README's own code
+    out = capsys.readouterr()
+    assert "ResNet-56" in out.out and "resnet56: the weights of" in out.err

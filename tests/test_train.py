@@ -598,3 +598,40 @@ def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, 
     cfg = tiny_config()
     with pytest.raises(TrainingDiverged, match="and no checkpoint \\(none was written yet"):
         train(cfg, tmp_path, data=poisoned(small_data), progress=False)
+
+
+def test_a_run_folder_moved_to_another_machine_finds_its_data_through_resnet_data_by_checksum(
+        finished_run, tmp_path, monkeypatch):
+    import shutil
+    import tarfile
+
+    from PIL import Image
+
+    from resnet.data import DataError
+    from resnet.results import write_meta
+
+    from .conftest import SMALL_SOURCE
+
+    cfg, results, meta = finished_run
+    moved = shutil.copytree(cfg.run_dir(results), tmp_path / "elsewhere" / cfg.name)
+    gone = str(tmp_path / "no-longer-here" / "cifar10-small.tar")  # where run.json says its data was
+    write_meta(read_meta(moved / "run.json") | {"config": {**meta["config"], "data": gone}}, moved / "run.json")
+    monkeypatch.delenv("RESNET_DATA", raising=False)
+    with pytest.raises(DataError, match=(
+            rf"the data {cfg.name} was trained on \(cifar10-small.tar, decoded images' sha256 "
+            rf"{meta['data_checksum'][:12]}…\) is not at {gone} on this machine: pass --data")):
+        evaluate_run(moved, device="cpu")
+    copy = shutil.copy(SMALL_SOURCE, tmp_path / "my-copy.tar")  # the same images, anywhere
+    monkeypatch.setenv("RESNET_DATA", str(copy))
+    again = evaluate_run(moved, device="cpu")
+    assert again["same_data"] and again["test_error"] == meta["final_test_error"]
+    # other images in RESNET_DATA are refused, naming both checksums; --data evaluates on them on purpose
+    with tarfile.open(SMALL_SOURCE) as tar:
+        tar.extractall(tmp_path / "other", filter="data")
+    tree = tmp_path / "other" / "cifar10-small"
+    Image.new("RGB", (32, 32)).save(tree / "train" / "airplane" / "0000.png")
+    monkeypatch.setenv("RESNET_DATA", str(tree))
+    with pytest.raises(DataError, match=rf"is not the data {cfg.name} was trained on: .*the run's "
+                                        rf"{meta['data_checksum'][:12]}…"):
+        evaluate_run(moved, device="cpu")
+    assert not evaluate_run(moved, data=str(tree), device="cpu")["same_data"]
