@@ -40,6 +40,10 @@ class Progress:
     reseeded: list[dict] = field(default_factory=list)  # resumes on another device: where, and from which device
     # restarts from the beginning because the checkpoint was missing: the iteration it had reached, and when
     restarted: list[dict] = field(default_factory=list)
+    # torch's CPU threads while training (None on CUDA): float sums are split by it, so a resume under another
+    # count trains other weights; each change is kept, where it happened and from which count to which
+    cpu_threads: int | None = None
+    threads_changed: list[dict] = field(default_factory=list)
 
 
 def save(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, sampler, progress: Progress):
@@ -53,7 +57,9 @@ def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, 
 
     A checkpoint of another device's generator (a CUDA run resumed on the CPU, or back) cannot restore the
     generator: it is re-seeded from the run's seed and the iteration instead, so the resume is deterministic
-    but not bit-identical to an uninterrupted run; ``Progress.reseeded`` (and run.json) records it.
+    but not bit-identical to an uninterrupted run; ``Progress.reseeded`` (and run.json) records it. A CPU resume
+    under another thread count than the checkpoint's is recorded in ``Progress.threads_changed`` (see
+    ``note_threads``).
     """
     state = read_state(path)
     if "config" not in state or "data_checksum" not in state:
@@ -79,6 +85,16 @@ def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, 
     return progress
 
 
+def note_threads(progress: Progress, threads: int | None) -> dict | None:
+    """Record the CPU thread count ``threads`` (None: not on the CPU) this session trains with; a change from the
+    count trained with so far is appended to ``progress.threads_changed`` and returned (else None)."""
+    before, progress.cpu_threads = progress.cpu_threads, threads
+    if before is None or threads is None or before == threads:
+        return None
+    progress.threads_changed.append({"iteration": progress.iteration, "from": before, "to": threads})
+    return progress.threads_changed[-1]
+
+
 def reseed(seed: int, iteration: int) -> int:
     """The generator seed for a run resumed on another device at ``iteration``: fixed by the two, unlike any
     seed the run used before."""
@@ -97,11 +113,13 @@ def state_bytes(state: dict) -> bytes:
                         "state": torch.frombuffer(bytearray(raw), dtype=torch.uint8)})
 
 
-def read_state(path: Path) -> dict:
-    """The state saved by ``write_state``, verified; tensors and plain values only, never code."""
+def read_state(path: Path | io.BytesIO, name: str | None = None) -> dict:
+    """The state saved by ``write_state``, verified; tensors and plain values only, never code. Errors name
+    ``name`` if given (e.g. an archive's member read from memory), else ``path``."""
+    source, path = path, name or path
     advice = "Delete it to restart the run from the beginning"
     try:
-        outer = torch.load(path, map_location="cpu", weights_only=True)
+        outer = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or hostile file
         # torch's own message may advise weights_only=False, which would let a hostile file run code: not repeated
         raise RunConflict(f"{path}: unreadable checkpoint (damaged, truncated or not a checkpoint: "

@@ -60,6 +60,7 @@ OPTIONAL_META_FIELDS = {
     "concurrent_runs": int,  # runs sharing the device at once in the last session, at most (a parallel sweep's)
     "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
     "restarted": list,  # restarts from the beginning after the checkpoint was lost (see trainer._lost_checkpoint)
+    "threads_changed": list,  # CPU resumes under another thread count (see checkpoint.note_threads)
 }
 
 
@@ -142,9 +143,11 @@ LATER_SETTINGS = {"cuda_graph"}
 PERCENT_FIELDS = ("final_test_error", "best_test_error", "final_train_error")
 COUNT_FIELDS = ("n_train", "n_val", "n_test", "parameters", "iterations_done", "warmup_end", "best_test_iteration",
                 "wall_s", "cpu_threads", "concurrent_runs")
-# the entries of run.json's histories: a resume on another device; a restart after a lost checkpoint
+# the entries of run.json's histories: a resume on another device; a restart after a lost checkpoint; a resume
+# under another CPU thread count
 HISTORY_FIELDS = {"reseeded": {"iteration": int, "from": str, "to": str},
-                  "restarted": {"lost_iteration": int, "restarted": str}}
+                  "restarted": {"lost_iteration": int, "restarted": str},
+                  "threads_changed": {"iteration": int, "from": int, "to": int}}
 
 
 def write_csv(rows: list[dict], path: Path):

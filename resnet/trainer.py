@@ -173,8 +173,15 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
                  generator_device=device.type)
     if ckpt_path.exists():
         p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, sampler)
+        if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
+            p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
     else:
         p.restarted = _lost_checkpoint(run_dir)
+    changed = checkpoint.note_threads(p, torch.get_num_threads() if device.type == "cpu" else None)
+    if changed:
+        print(f"{cfg.name}: resumed at iteration {changed['iteration']:,} with {changed['to']} CPU threads, trained "
+              f"so far with {changed['from']}: its float sums are split otherwise, so from here it is not bit-for-bit "
+              "the uninterrupted run (run.json's 'threads_changed' records it)", file=sys.stderr, flush=True)
     meta = _meta(cfg, data, device, model, p) | {"concurrent_runs": concurrent_runs}  # the last session's
     results.write_meta(meta, run_dir / results.META_FILE)
 
@@ -247,6 +254,8 @@ def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Pr
         meta["reseeded"] = p.reseeded
     if p.restarted:
         meta["restarted"] = p.restarted
+    if p.threads_changed:
+        meta["threads_changed"] = p.threads_changed
     return meta
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from resnet import train
@@ -73,3 +74,44 @@ def test_a_checkpoint_of_another_devices_generator_resumes_reseeded_and_recorded
     logs = [read_csv(cfg.run_dir(tmp_path / r) / "log.csv").drop(columns=["elapsed_s", "images_per_s"]) for r in "ac"]
     assert logs[0].iloc[:2].equals(logs[1].iloc[:2])  # identical up to the resume
     assert "reseeded" not in uninterrupted
+
+
+def test_a_resume_under_another_cpu_thread_count_says_so_and_run_json_keeps_every_change(tmp_path, small_data, capfd):
+    # Float sums are split by the thread count, so such a resume trains other weights than the uninterrupted run:
+    # the count is kept in the checkpoint, a change is said on resume and appended to run.json (as device moves are)
+    cfg, before = tiny_config(), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+        assert read_state(cfg.run_dir(tmp_path) / "checkpoint.pt")["cpu_threads"] == 1
+        torch.set_num_threads(2)
+        train(cfg, tmp_path, data=small_data, stop_at=30, progress=False)
+        said = capfd.readouterr().err
+        assert "resumed at iteration 20 with 2 CPU threads, trained so far with 1" in said, said
+        torch.set_num_threads(1)  # the checkpoint says 2 now: back to 1 is a second change
+        meta = train(cfg, tmp_path, data=small_data, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert meta["status"] == "finished" and meta["cpu_threads"] == 1
+    assert meta["threads_changed"] == [{"iteration": 20, "from": 1, "to": 2}, {"iteration": 30, "from": 2, "to": 1}]
+    assert json.loads((cfg.run_dir(tmp_path) / "run.json").read_text())["threads_changed"] == meta["threads_changed"]
+
+
+@pytest.mark.parametrize("recorded", ["this machine's", 7])
+def test_a_checkpoint_older_than_the_thread_count_takes_run_json_s(tmp_path, small_data, capfd, recorded):
+    cfg = tiny_config()
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    path, meta_path = cfg.run_dir(tmp_path) / "checkpoint.pt", cfg.run_dir(tmp_path) / "run.json"
+    state = read_state(path)
+    del state["cpu_threads"], state["threads_changed"]  # as checkpoints were written before the count was kept
+    write_state(state, path)
+    if recorded == 7:
+        meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"cpu_threads": 7}))
+    meta = train(cfg, tmp_path, data=small_data, progress=False)
+    said = capfd.readouterr().err
+    assert meta["status"] == "finished"
+    if recorded == 7:
+        assert meta["threads_changed"] == [{"iteration": 20, "from": 7, "to": torch.get_num_threads()}]
+        assert "trained so far with 7" in said
+    else:  # unchanged: nothing recorded, nothing said
+        assert "threads_changed" not in meta and "CPU threads" not in said
