@@ -17,7 +17,7 @@ def replacing(path: str | Path):
     in one rename. The name is unique per writer, so processes writing the same file at once never trip over
     each other's temporary files (the last rename wins, and each rename is of a whole file)."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    tmp = _temporary(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -34,6 +34,31 @@ def write_atomic(data: bytes | str, path: str | Path) -> str:
     with replacing(path) as tmp:
         tmp.write_bytes(raw)
     return hashlib.sha256(raw).hexdigest()
+
+
+def write_all(files: dict[Path, bytes | str]):
+    """Write every one of ``files`` whole, or none: each is written beside its place first, and only when all are
+    written are they renamed into place, in the order given (so a full disk or a failed write changes nothing)."""
+    tmps: dict[Path, Path] = {}
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            tmps[path] = _temporary(path)
+            try:
+                tmps[path].write_bytes(data.encode() if isinstance(data, str) else data)
+            except OSError as e:
+                raise OSError(f"could not write {path} ({e.strerror or e}); none of the {len(files)} files was "
+                              "changed. Free some space (or move the folder) and run again") from e
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _temporary(path: Path) -> Path:
+    """A temporary name beside ``path``, unique per writer."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
 def torch_bytes(obj) -> bytes:
