@@ -208,23 +208,33 @@ def _read_official(path: Path) -> dict:
                 test_x=test_x, test_y=test_y)
 
 
+# No 32x32 image file comes near this (raw RGB is 3,072 bytes): a larger one is refused before it is read
+MAX_IMAGE_BYTES = 2**20
+
+
 def _image_members(path: Path):
-    """Yield (name, bytes) of every image file in a folder, tar or zip archive."""
+    """Yield (name, bytes) of every image file in a folder, tar or zip archive; each file's size is checked before
+    it is read."""
+    def sized(name: str, size: int) -> str:
+        if size > MAX_IMAGE_BYTES:
+            raise DataError(f"{path}: {name} is {size:,} bytes, far more than a 32x32 image; not read")
+        return name
+
     if path.is_dir():
         for p in sorted(path.rglob("*")):
             if p.suffix.lower() in IMAGE_SUFFIXES:
-                yield p.relative_to(path).as_posix(), p.read_bytes()
+                yield sized(p.relative_to(path).as_posix(), p.stat().st_size), p.read_bytes()
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as z:
-            for name in sorted(z.namelist()):
-                if name.lower().endswith(IMAGE_SUFFIXES):
-                    yield name, z.read(name)
+            for info in sorted(z.infolist(), key=lambda i: i.filename):
+                if info.filename.lower().endswith(IMAGE_SUFFIXES):
+                    yield sized(info.filename, info.file_size), z.read(info)
     else:
         try:
             with tarfile.open(path) as t:
                 for m in t:
                     if m.isfile() and m.name.lower().endswith(IMAGE_SUFFIXES):
-                        yield m.name, t.extractfile(m).read()
+                        yield sized(m.name, m.size), t.extractfile(m).read()
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"cannot read {path} as a folder, .tar, .tar.gz or .zip archive: {e}") from e
 
@@ -240,10 +250,10 @@ def _read_image_tree(path: Path) -> dict:
                 f"{path}: unexpected image {name!r}; expected {{train,test}}/<class>/<file> "
                 f"with classes {', '.join(CLASSES)}")
         try:
-            with Image.open(io.BytesIO(raw)) as im:
-                im.load()
+            with Image.open(io.BytesIO(raw)) as im:  # reads the header only: the size is checked before decoding
                 if im.size != (32, 32) or im.mode != "RGB":
                     raise DataError(f"{path}: {name} is {im.size[0]}x{im.size[1]} {im.mode}, not 32x32 RGB")
+                im.load()
                 pixels = np.asarray(im, dtype=np.uint8)
         except DataError:
             raise

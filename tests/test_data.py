@@ -179,6 +179,44 @@ def test_image_not_32x32_rgb(tmp_path, isolated_cache, size, mode):
         load_cifar10(str(tree))
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A few hundred bytes of PNG whose header claims ``width`` x ``height`` RGB pixels (decoding 9,000 x 9,000
+    would take 243 MB; Pillow itself refuses only from about 179 million pixels on)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b""))
+
+
+def test_an_image_claiming_huge_dimensions_is_refused_by_its_header_before_decoding(tmp_path, isolated_cache):
+    tree = write_tree(tmp_path / "t")
+    (tree / "test" / "dog" / "0000.png").write_bytes(_png_claiming(9_000, 9_000))
+    with pytest.raises(DataError, match="test/dog/0000.png is 9000x9000 RGB, not 32x32 RGB"):
+        load_cifar10(str(tree))
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar", "zip"])
+def test_an_image_file_far_larger_than_a_32x32_image_is_refused_before_it_is_read(tmp_path, isolated_cache, kind):
+    tree = write_tree(tmp_path / "tree" / "cifar10-png")
+    (tree / "train" / "cat" / "0000.png").write_bytes(b"\0" * (2**20 + 1))
+    path = tree
+    if kind == "zip":
+        path = tmp_path / "data.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for f in tree.rglob("*.png"):
+                z.write(f, f.relative_to(tree.parent).as_posix())
+    elif kind == "tar":
+        path = tmp_path / "data.tar"
+        with tarfile.open(path, "w") as t:
+            t.add(tree, arcname="cifar10-png")
+    with pytest.raises(DataError, match=r"train/cat/0000.png is 1,048,577 bytes, far more than a 32x32 image"):
+        load_cifar10(str(path))
+
+
 def test_corrupt_image(tmp_path, isolated_cache):
     tree = write_tree(tmp_path / "t")
     (tree / "train" / "ship" / "0000.png").write_bytes(b"\x89PNG not really")
