@@ -42,9 +42,15 @@ def _no_process_left():
             proc.wait()
 
 
+def _interruptible():
+    """In the child before it runs: SIGINT at its default, which a shell's background job or nohup (pytest run
+    that way) would leave ignored; Python then installs its own handler, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(cmd, started) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_interruptible)
     started.append(proc)
     return proc
 
@@ -146,6 +152,7 @@ def test_a_handler_installed_by_someone_else_is_left_alone_and_the_defaults_come
         pass
 
     before = signal.signal(signal.SIGTERM, theirs)
+    int_before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, however pytest runs
     try:
         with stop_on_signals() as asked:
             assert signal.getsignal(signal.SIGTERM) is theirs and signal.getsignal(signal.SIGINT) is not (
@@ -157,3 +164,19 @@ def test_a_handler_installed_by_someone_else_is_left_alone_and_the_defaults_come
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGINT, int_before)
+
+
+def test_a_signal_its_launcher_ignores_stays_ignored():
+    # nohup, or a shell's background job, starts a process with SIGINT ignored: a run started so is not stopped by it
+    from resnet.trainer import stop_on_signals
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with stop_on_signals() as asked:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert asked["signal"] is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
