@@ -43,7 +43,7 @@ def _rows(run_dir) -> int:
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))
-def test_a_run_killed_anywhere_resumes_bit_identical(trial, tmp_path_factory, small_data, reference):
+def test_a_run_killed_anywhere_resumes_bit_identical(trial, tmp_path_factory, reference):
     # The kill is aimed by what the run has done, not by the clock: once it has logged its k-th evaluation (k drawn
     # per trial), it is killed after a few more milliseconds, drawn too, so the kills land in updates, evaluations
     # and file writes alike, however fast or busy the machine is. Whatever it interrupts, everything must hold.
@@ -61,7 +61,7 @@ def test_a_run_killed_anywhere_resumes_bit_identical(trial, tmp_path_factory, sm
     proc.wait()
     if run_dir.exists():
         _whole(run_dir)
-    meta = train(cfg, results, data=small_data, progress=False)
+    meta = train(cfg, results, progress=False)  # its own data: 100 of the small source's test images
     assert meta["status"] == "finished"
     got = torch.load(run_dir / "weights.pt", weights_only=True)
     assert all(torch.equal(got[k], want_weights[k]) for k in want_weights)
@@ -70,9 +70,11 @@ def test_a_run_killed_anywhere_resumes_bit_identical(trial, tmp_path_factory, sm
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, small_data):
+def reference(tmp_path_factory):
     """The uninterrupted run."""
-    cfg = tiny_config(iterations=120, milestones=(60, 90), checkpoint_every=10)
+    # batch 8 and 100 test images: each update and evaluation is short, so more of the run's time (and of the kills)
+    # falls in its file writes
+    cfg = tiny_config(iterations=120, milestones=(60, 90), checkpoint_every=10, batch_size=8, test_subset=100)
     results = tmp_path_factory.mktemp("reference")
     done = subprocess.run([sys.executable, "-m", "resnet", "train", "--results", str(results), "--quiet",
                            *config_to_args(cfg)], cwd=ROOT, capture_output=True, text=True)

@@ -185,7 +185,8 @@ def test_a_job_stopped_part_way_resumes_on_resubmission_to_the_uninterrupted_res
 
 
 def _stop_part_way_and_resume(tmp_path, small_data):
-    cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20)
+    cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20, batch_size=8,
+                      test_subset=100)
     results = tmp_path / "results"
     [job] = submit([cfg], results, launcher="local", timeout_min=5)
     checkpoint = cfg.run_dir(results) / "checkpoint.pt"
@@ -199,7 +200,7 @@ def _stop_part_way_and_resume(tmp_path, small_data):
     assert '"status": "running"' in meta_now
     [again] = submit([cfg], results, launcher="local", timeout_min=5)
     resumed = wait([again])[0]
-    uninterrupted = train(cfg, tmp_path / "whole", data=small_data, progress=False)
+    uninterrupted = train(cfg, tmp_path / "whole", progress=False)  # its own data: 100 test images
     assert resumed["status"] == "finished" and resumed["weights_sha256"] == uninterrupted["weights_sha256"]
 
 
@@ -267,7 +268,8 @@ def test_a_slurm_sweep_is_one_array_with_the_flags_given_and_its_tasks_train_the
 
 def test_a_slurm_job_at_its_wall_time_requeues_itself_and_resumes_to_the_uninterrupted_result(tmp_path, fake_slurm,
                                                                                            small_data):
-    cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20)
+    cfg = tiny_config(iterations=400, milestones=(200, 300), eval_every=20, checkpoint_every=20, batch_size=8,
+                      test_subset=100)
     results = tmp_path / "results"
     # a 1-minute wall time: submitit counts any signal as the wall time's (a preemption needs no checkpointing)
     [job] = submit([cfg], results, launcher="slurm", timeout_min=1)
@@ -282,5 +284,5 @@ def test_a_slurm_job_at_its_wall_time_requeues_itself_and_resumes_to_the_uninter
     assert '"status": "running"' in (cfg.run_dir(results) / "run.json").read_text()
     assert slurm_task(job).wait() == 0  # the requeued job starts again, as the same job
     resumed = wait([job])[0]
-    uninterrupted = train(cfg, tmp_path / "whole", data=small_data, progress=False)
+    uninterrupted = train(cfg, tmp_path / "whole", progress=False)  # its own data: 100 test images
     assert resumed["status"] == "finished" and resumed["weights_sha256"] == uninterrupted["weights_sha256"]
