@@ -37,21 +37,25 @@ def test_official_format_is_read_exactly(tmp_path, isolated_cache):
     assert ds.source == "cifar-10-batches-py"
 
 
-@pytest.mark.parametrize("kind", ["folder", "tar.gz", "tar", "zip"])
-def test_image_tree_in_every_container(tmp_path, isolated_cache, kind):
-    tree = write_tree(tmp_path / "tree" / "cifar10-png", per_class=2)
+def pack(tree, kind: str, folder):
+    """The image tree ``tree`` as it is ('folder') or packed into ``folder``/data.{zip,tar,tar.gz}."""
     if kind == "folder":
-        path = tree
-    elif kind == "zip":
-        path = tmp_path / "data.zip"
+        return tree
+    path = folder / f"data.{kind}"
+    if kind == "zip":
         with zipfile.ZipFile(path, "w") as z:
             for f in tree.rglob("*.png"):
                 z.write(f, f.relative_to(tree.parent).as_posix())
     else:
-        path = tmp_path / f"data.{kind}"
         with tarfile.open(path, "w:gz" if kind == "tar.gz" else "w") as t:
-            t.add(tree, arcname="cifar10-png")
-    ds = load_cifar10(str(path))
+            t.add(tree, arcname=tree.name)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "tar", "zip"])
+def test_image_tree_in_every_container(tmp_path, isolated_cache, kind):
+    tree = write_tree(tmp_path / "tree" / "cifar10-png", per_class=2)
+    ds = load_cifar10(str(pack(tree, kind, tmp_path)))
     assert ds.train_x.shape == (20, 32, 32, 3)
     assert ds.train_y.tolist() == np.repeat(np.arange(10), 2).tolist()
     # PNG is lossless: pixels come back exactly, in class then file order
@@ -203,16 +207,7 @@ def test_an_image_claiming_huge_dimensions_is_refused_by_its_header_before_decod
 def test_an_image_file_far_larger_than_a_32x32_image_is_refused_before_it_is_read(tmp_path, isolated_cache, kind):
     tree = write_tree(tmp_path / "tree" / "cifar10-png")
     (tree / "train" / "cat" / "0000.png").write_bytes(b"\0" * (2**20 + 1))
-    path = tree
-    if kind == "zip":
-        path = tmp_path / "data.zip"
-        with zipfile.ZipFile(path, "w") as z:
-            for f in tree.rglob("*.png"):
-                z.write(f, f.relative_to(tree.parent).as_posix())
-    elif kind == "tar":
-        path = tmp_path / "data.tar"
-        with tarfile.open(path, "w") as t:
-            t.add(tree, arcname="cifar10-png")
+    path = pack(tree, kind, tmp_path)
     with pytest.raises(DataError, match=r"train/cat/0000.png is 1,048,577 bytes, far more than a 32x32 image"):
         load_cifar10(str(path))
 
