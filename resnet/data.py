@@ -76,7 +76,10 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         path = Path(data)
         if not path.exists():
             raise DataError(f"dataset not found: {path}")
+        if path.parent == cache_dir() and path.name.startswith("cifar10-") and path.suffix == ".npz":
+            return _from_cache(path)  # a source decoded here before, found by its checksum (``cached_source``)
     is_official = (path / "data_batch_1").exists()
+    name = "official" if data == "official" else path.name
     key = _fingerprint(path)
     cached = cache_dir() / f"cifar10-{key[:16]}.npz"
     arrays = _read_cache(cached) if cached.exists() else None
@@ -87,8 +90,30 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         checksum = _array_checksum(arrays)
         cached.parent.mkdir(parents=True, exist_ok=True)
         with replacing(cached) as tmp, open(tmp, "wb") as fh:  # processes decoding at once each write their own
-            np.savez(fh, checksum=checksum, **arrays)
-    return Cifar10(**arrays, source="official" if data == "official" else path.name, checksum=checksum)
+            np.savez(fh, checksum=checksum, source=name, **arrays)
+    return Cifar10(**arrays, source=name, checksum=checksum)
+
+
+def cached_source(checksum: str) -> Path | None:
+    """The cache's decoded copy of the images whose checksum is ``checksum`` (a source decoded on this machine
+    before, wherever it is now), usable as a source; None if the cache holds none."""
+    for path in sorted(cache_dir().glob("cifar10-*.npz")):
+        try:
+            with np.load(path) as z:
+                if str(z["checksum"]) == checksum:
+                    return path
+        except Exception:  # noqa: BLE001 - a damaged entry is no match (it is rewritten when its source is read)
+            continue
+    return None
+
+
+def _from_cache(path: Path) -> Cifar10:
+    arrays = _read_cache(path)
+    if arrays is None:
+        raise DataError(f"{path}: a damaged cache entry; read the data from its source again")
+    with np.load(path) as z:  # entries written before the source's name was kept say only their own
+        source = str(z["source"]) if "source" in z.files else path.name
+    return Cifar10(**{k: v for k, v in arrays.items() if k != "checksum"}, source=source, checksum=arrays["checksum"])
 
 
 def _read_cache(cached: Path) -> dict | None:

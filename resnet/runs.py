@@ -45,10 +45,11 @@ class LoadedRun:
 
 def own_source(meta: dict) -> str:
     """Where a run's own data is on this machine: the path run.json records, else RESNET_DATA (a copy moved
-    elsewhere, or on another machine), else a DataError naming the data by name and checksum."""
+    elsewhere, or on another machine), else the cache's decoded copy of the images of the run's checksum, else a
+    DataError naming the data by name and checksum."""
     import os
 
-    from .data import DataError
+    from .data import DataError, cached_source
 
     recorded = meta["config"]["data"]
     if recorded == "official" or Path(recorded).exists():
@@ -56,9 +57,12 @@ def own_source(meta: dict) -> str:
     elsewhere = os.environ.get("RESNET_DATA", "")
     if elsewhere and Path(elsewhere).exists():
         return elsewhere  # its checksum is compared with the run's by whoever evaluates (``same_data``)
+    cached = cached_source(meta["data_checksum"])
+    if cached is not None:
+        return str(cached)
     raise DataError(f"the data {meta['name']} was trained on ({meta['data_source']}, decoded images' sha256 "
-                    f"{meta['data_checksum'][:12]}…) is not at {recorded} on this machine: pass --data (or set "
-                    "RESNET_DATA to) a copy of it")
+                    f"{meta['data_checksum'][:12]}…) is not at {recorded} on this machine, nor in the data cache: "
+                    "pass --data (or set RESNET_DATA to) a copy of it")
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:

@@ -600,8 +600,8 @@ def test_a_run_diverging_before_its_first_checkpoint_says_it_has_none(tmp_path, 
         train(cfg, tmp_path, data=poisoned(small_data), progress=False)
 
 
-def test_a_run_folder_moved_to_another_machine_finds_its_data_through_resnet_data_by_checksum(
-        finished_run, tmp_path, monkeypatch):
+def test_a_run_folder_moved_to_another_machine_finds_its_data_through_resnet_data_or_the_cache_by_checksum(
+        finished_run, tmp_path, monkeypatch, isolated_cache):
     import shutil
     import tarfile
 
@@ -619,12 +619,17 @@ def test_a_run_folder_moved_to_another_machine_finds_its_data_through_resnet_dat
     monkeypatch.delenv("RESNET_DATA", raising=False)
     with pytest.raises(DataError, match=(
             rf"the data {cfg.name} was trained on \(cifar10-small.tar, decoded images' sha256 "
-            rf"{meta['data_checksum'][:12]}…\) is not at {gone} on this machine: pass --data")):
+            rf"{meta['data_checksum'][:12]}…\) is not at {gone} on this machine, nor in the data cache: pass --data")):
         evaluate_run(moved, device="cpu")
     copy = shutil.copy(SMALL_SOURCE, tmp_path / "my-copy.tar")  # the same images, anywhere
     monkeypatch.setenv("RESNET_DATA", str(copy))
     again = evaluate_run(moved, device="cpu")
     assert again["same_data"] and again["test_error"] == meta["final_test_error"]
+    copy.unlink()  # gone too: the images it decoded into the cache are found there by their checksum
+    monkeypatch.delenv("RESNET_DATA")
+    cached = evaluate_run(moved, device="cpu")
+    assert cached["same_data"] and cached["test_error"] == meta["final_test_error"]
+    assert cached["data_source"] == "my-copy.tar"  # the name of the source it was decoded from
     # other images in RESNET_DATA are refused, naming both checksums; --data evaluates on them on purpose
     with tarfile.open(SMALL_SOURCE) as tar:
         tar.extractall(tmp_path / "other", filter="data")
