@@ -32,7 +32,7 @@ from resnet import TrainConfig, sweep, train
 from resnet.cost import time_network
 from resnet.files import write_atomic
 from resnet.placement import measure_runs_per_gpu, most_runs_per_gpu
-from resnet.batches import BatchSampler, device_data, random_crop_flip
+from resnet.batches import Batches, device_data
 from resnet.results import read_csv
 from resnet.steps import make_step, memory_format
 from resnet.trainer import build, evaluate, learning_rate, resolve_device
@@ -67,14 +67,11 @@ def losses(cfg: TrainConfig, data, iterations: int) -> list[float]:
     """The training loss of each of ``iterations`` updates of ``cfg`` (with its lr rule), as the trainer steps."""
     device = data.train_x.device
     model, optimizer = build(cfg, device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
     window = torch.zeros(2, dtype=torch.float64, device=device)
     update, seen = make_step(cfg, model, optimizer, window), []
     for it in range(iterations):
-        idx = sampler.next()
-        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))
-        update(x, data.train_y[idx], learning_rate(it, cfg))
+        update(*next(batches), learning_rate(it, cfg))
         seen.append(window[0].clone())  # the loss sum so far: read once, at the end
     sums = torch.stack(seen).tolist()
     return [(b - a) / cfg.batch_size for a, b in zip([0.0] + sums, sums)]

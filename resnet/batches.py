@@ -153,3 +153,29 @@ class BatchSampler:
         self.pos = state["pos"]
         if generator:
             self.generator.set_state(state["generator"].cpu())
+
+
+class Batches:
+    """A run's training batches, as the trainer takes them: the next batch's indices from the sampler, its images
+    cropped and flipped per sample, laid out in ``memory_format``, with their labels. One seeded generator draws
+    both the order and the augmentation; ``state_dict`` is the sampler's (the checkpoint keeps it)."""
+
+    def __init__(self, data: DeviceData, batch_size: int, seed: int,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        self.images, self.labels, self.memory_format = data.train_x, data.train_y, memory_format
+        self.generator = torch.Generator(device=data.train_x.device).manual_seed(seed)
+        self.sampler = BatchSampler(len(data.train_x), batch_size, self.generator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.sampler.next()
+        x = random_crop_flip(self.images[idx], self.generator).contiguous(memory_format=self.memory_format)
+        return x, self.labels[idx]  # (B, 3, 32, 32), (B,)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict, generator: bool = True):
+        self.sampler.load_state_dict(state, generator)

@@ -19,12 +19,17 @@ from .config import TrainConfig
 from .files import torch_bytes, write_atomic
 from .runfolder import RunConflict, differences
 
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from: unreadable, damaged, or of an older format."""
+
+
 FORMAT = 2  # 2: the state's bytes with their sha256 (1: the state itself; upgraded by tools/migrate_checkpoint.py)
 
 
 @dataclass
 class Progress:
-    """The training loop's own state, beside the model's, the optimiser's and the sampler's."""
+    """The training loop's own state, beside the model's, the optimiser's and the batches' (their sampler's)."""
 
     iteration: int = 0  # updates done
     rows: list[dict] = field(default_factory=list)  # log.csv so far
@@ -46,14 +51,14 @@ class Progress:
     threads_changed: list[dict] = field(default_factory=list)
 
 
-def save(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, sampler, progress: Progress):
+def save(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, batches, progress: Progress):
     """Write the whole training state to ``path``, whole (see ``files.write_atomic``)."""
-    write_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+    write_state({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": batches.state_dict(),
                  **dataclasses.asdict(progress), "config": cfg.to_dict(), "data_checksum": data_checksum}, path)
 
 
-def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, sampler) -> Progress:
-    """Load ``path`` into the model, optimiser and sampler, and return the loop's progress.
+def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, batches) -> Progress:
+    """Load ``path`` into the model, optimiser and batches (``batches.Batches``), and return the loop's progress.
 
     A checkpoint of another device's generator (a CUDA run resumed on the CPU, or back) cannot restore the
     generator: it is re-seeded from the run's seed and the iteration instead, so the resume is deterministic
@@ -63,7 +68,7 @@ def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, 
     """
     state = read_state(path)
     if "config" not in state or "data_checksum" not in state:
-        raise RunConflict(f"{path}: checkpoint without its settings and data checksum (an older format); "
+        raise CheckpointError(f"{path}: checkpoint without its settings and data checksum (an older format); "
                           "migrate it (see docs/results-format.md) or delete it to restart the run")
     diffs = differences(TrainConfig.from_dict(state["config"]), cfg)
     if state["data_checksum"] != data_checksum:
@@ -75,11 +80,11 @@ def restore(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, 
     optimizer.load_state_dict(state["optimizer"])
     fields = {f.name for f in dataclasses.fields(Progress)}
     progress = Progress(**{k: v for k, v in state.items() if k in fields})  # older checkpoints: CPU generators
-    here = sampler.generator.device.type
+    here = batches.generator.device.type
     same_device = progress.generator_device == here
-    sampler.load_state_dict(state["sampler"], generator=same_device)
+    batches.load_state_dict(state["sampler"], generator=same_device)
     if not same_device:
-        sampler.generator.manual_seed(reseed(cfg.seed, progress.iteration))
+        batches.generator.manual_seed(reseed(cfg.seed, progress.iteration))
         progress.reseeded.append({"iteration": progress.iteration, "from": progress.generator_device, "to": here})
         progress.generator_device = here
     return progress
@@ -122,12 +127,12 @@ def read_state(path: Path | io.BytesIO, name: str | None = None) -> dict:
         outer = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or hostile file
         # torch's own message may advise weights_only=False, which would let a hostile file run code: not repeated
-        raise RunConflict(f"{path}: unreadable checkpoint (damaged, truncated or not a checkpoint: "
+        raise CheckpointError(f"{path}: unreadable checkpoint (damaged, truncated or not a checkpoint: "
                           f"{type(e).__name__}). {advice}") from e
     if not isinstance(outer, dict) or outer.get("format") != FORMAT:
-        raise RunConflict(f"{path}: not a checkpoint of format {FORMAT} (an older one is upgraded by "
+        raise CheckpointError(f"{path}: not a checkpoint of format {FORMAT} (an older one is upgraded by "
                           f"python tools/migrate_checkpoint.py {path}). {advice}")
     raw = outer["state"].numpy().tobytes()
     if hashlib.sha256(raw).hexdigest() != outer["sha256"]:
-        raise RunConflict(f"{path}: damaged checkpoint (its sha256 does not match its contents). {advice}")
+        raise CheckpointError(f"{path}: damaged checkpoint (its sha256 does not match its contents). {advice}")
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # a generator's state stays on the CPU

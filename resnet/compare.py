@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from .config import TrainConfig, identity_fields, schedule_label, study_label
+from .config import TrainConfig, identity_fields, network_label, schedule_label, study_label
 from .results import Run, by_study
 
 if TYPE_CHECKING:  # pandas is imported where tables are made: loading a model needs torch alone
@@ -66,14 +66,6 @@ def one_per_network(runs: list[Run], key: Callable[[dict], object] = lambda c: (
     for run in sorted(runs, key=lambda r: r.config["seed"]):
         chosen.setdefault(key(run.config), run)
     return chosen
-
-
-def network_label(config: dict) -> str:
-    if config["net"] == "plain":
-        label = f"plain-{config['depth']}"
-    else:
-        label = f"ResNet-{config['depth']}" + ("" if config["shortcut"] == "A" else f" ({config['shortcut']})")
-    return label + (f" [val {config['val_size']}]" if config.get("val_size") else "")
 
 
 def _mean_std(values: list[float]) -> str:

@@ -198,6 +198,15 @@ def network_name(net: str, depth: int, shortcut: str = "A", val_size: int = 0) -
     return f"{net}{depth}{option}" + (f"-val{val_size}" if val_size else "")
 
 
+def network_label(config: dict) -> str:
+    """A network in words, as the paper writes it: 'ResNet-56', 'ResNet-20 (B)', 'plain-20', 'ResNet-20 [val 5000]'."""
+    if config["net"] == "plain":
+        label = f"plain-{config['depth']}"
+    else:
+        label = f"ResNet-{config['depth']}" + ("" if config["shortcut"] == "A" else f" ({config['shortcut']})")
+    return label + (f" [val {config['val_size']}]" if config.get("val_size") else "")
+
+
 def parse_schedule(text) -> Fraction:
     """'1', '1/8', '0.125' -> a Fraction in (0, 1]; anything else is a ValueError naming the value."""
     try:
@@ -225,12 +234,15 @@ def resolve_source(data: str) -> str:
     return data if data == "official" else str(Path(data).expanduser().resolve())
 
 
-def data_label(data: str) -> str:
-    """The data source's short name: 'official', or the file/folder name without an archive suffix."""
+def source_name(data: str) -> str:
+    """The data source's name, recorded with every result: 'official' or the file/folder name."""
     data = resolve_source(data)
-    if data == "official":
-        return data
-    name = Path(data).name
+    return "official" if data == "official" else Path(data).name
+
+
+def data_label(data: str) -> str:
+    """The source's name without an archive suffix ('cifar10-jpeg'): the data's part of a study's name."""
+    name = source_name(data)
     for suffix in ARCHIVE_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]

@@ -17,7 +17,7 @@ import torch
 
 from . import results
 from .config import TrainConfig
-from .batches import BatchSampler, device_data, random_crop_flip
+from .batches import Batches, device_data
 from .steps import make_step, memory_format
 from .trainer import build, evaluate, resolve_device
 
@@ -34,11 +34,9 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool =
     (torch.cuda.set_sync_debug_mode), as none may happen between two evaluations of a run."""
     device = data.train_x.device
     model, optimizer = build(cfg, device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     # fresh batches as in training: one batch again and again is learnt by heart within a few steps, and the
     # vanishing gradients that follow turn into denormal floats that slow a CPU step twenty-fold
-    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
-    fmt = memory_format(device)
+    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
     update = make_step(cfg, model, optimizer, torch.zeros(2, dtype=torch.float64, device=device))
     try:
         for i in range(update.untimed + iterations):
@@ -47,9 +45,7 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool =
                 start = time.perf_counter()
                 if sync_check and device.type == "cuda":
                     torch.cuda.set_sync_debug_mode("error")
-            idx = sampler.next()
-            x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=fmt)
-            update(x, data.train_y[idx], cfg.lr)
+            update(*next(batches), cfg.lr)
     finally:
         if device.type == "cuda":
             torch.cuda.set_sync_debug_mode("default")
@@ -66,15 +62,13 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool =
 def iterations_left(cfg: TrainConfig, results_dir: str | Path) -> int:
     """Iterations still to train for ``cfg`` in ``results_dir``: from its checkpoint on (run.json records the
     checkpoint's iteration); all of them for a run whose checkpoint is gone, since it restarts from the beginning."""
-    from .trainer import CHECKPOINT_FILE
-
     meta_path = cfg.run_dir(results_dir) / results.META_FILE
     if not meta_path.exists():
         return cfg.total_iterations
     meta = results.read_meta(meta_path)
     if meta["status"] == "finished":
         return 0
-    resumable = (meta_path.parent / CHECKPOINT_FILE).exists()
+    resumable = (meta_path.parent / results.CHECKPOINT_FILE).exists()
     return cfg.total_iterations - (meta["iterations_done"] if resumable else 0)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import resolve_source
+from .config import resolve_source, source_name
 from .files import replacing
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -57,12 +57,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RESNET_CACHE", Path(__file__).resolve().parent.parent / ".cache"))
 
 
-def source_name(data: str) -> str:
-    """The short name recorded with every result: 'official' or the file/folder name."""
-    data = resolve_source(data)
-    return "official" if data == "official" else Path(data).name
-
-
 def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
     """Decode a CIFAR-10 source (see the module docstring), through the cache."""
     data = resolve_source(data)
@@ -79,7 +73,7 @@ def load_cifar10(data: str = "", *, download: bool = True) -> Cifar10:
         if path.parent == cache_dir() and path.name.startswith("cifar10-") and path.suffix == ".npz":
             return _from_cache(path)  # a source decoded here before, found by its checksum (``cached_source``)
     is_official = (path / "data_batch_1").exists()
-    name = "official" if data == "official" else path.name
+    name = source_name(data)
     key = _fingerprint(path)
     cached = cache_dir() / f"cifar10-{key[:16]}.npz"
     arrays = _read_cache(cached) if cached.exists() else None

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .models import CifarNet, capture_responses
-from .config import study_label
+from .config import network_label, study_label
 from .files import write_atomic
-from .compare import comparable, in_trend, network_label, one_per_network
+from .compare import comparable, in_trend, one_per_network
 from .results import Run, by_study
 
 # One colour per network, the same in Figures 6 and 7 (the ResNets' as in the paper's Figure 6)

@@ -11,8 +11,7 @@ from pathlib import Path
 from .config import TrainConfig, schedule_label, study_label
 from .compare import PAPER_TEST_ERROR, PEER_TEST_ERROR, claim_checks, comparable, error_table, paper_protocol
 from .files import write_atomic
-from .results import by_study, load_runs
-from .trainer import CHECKPOINT_FILE
+from .results import CHECKPOINT_FILE, by_study, load_runs
 
 def markdown_table(rows: list[dict]) -> str:
     """Rows of equal keys as a GitHub markdown table."""

@@ -2,7 +2,8 @@
 
 Runs live in ``<results>/<study>/<run>/`` (a study: one data source, schedule and precision).
 A run folder holds ``log.csv`` (CSV_COLUMNS, one row per evaluation),
-``run.json`` (META_FIELDS) and, once finished, ``weights.pt``.
+``run.json`` (META_FIELDS) and, once finished, ``weights.pt``; while unfinished, ``checkpoint.pt``; while a process
+trains it, ``train.lock``; trained by a parallel sweep, ``train.log``. Their names are declared here alone.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # pandas is imported where tables are read or made: loading a
     import pandas as pd
 
 CSV_FILE, META_FILE, WEIGHTS_FILE = "log.csv", "run.json", "weights.pt"
+CHECKPOINT_FILE = "checkpoint.pt"  # an unfinished run's state (checkpoint.py), removed once it finishes
+LOCK_FILE = "train.lock"  # held by the process training the run (runfolder.run_lock)
+LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
 
 # column: meaning (units). Rows are written at every evaluation point.
 CSV_COLUMNS = {

@@ -11,10 +11,7 @@ import platform
 from pathlib import Path
 
 from . import results
-from .config import TrainConfig, identity_fields
-from .data import source_name
-
-LOCK_FILE = "train.lock"
+from .config import TrainConfig, identity_fields, source_name
 
 
 class RunConflict(RuntimeError):
@@ -64,7 +61,7 @@ def run_lock(run_dir: Path):
     """
     import fcntl
 
-    path = Path(run_dir) / LOCK_FILE
+    path = Path(run_dir) / results.LOCK_FILE
     handle = open(path, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -16,7 +16,6 @@ from .placement import cpu_threads_per_run, measure_runs_per_gpu, most_runs_per_
 from .runfolder import finished_meta
 from .trainer import Stopped, progress_bar, stop_on_signals, train
 
-LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
 STOPPED = 130  # a parallel run's exit status when a signal stopped it, its checkpoint written
 
 
@@ -138,7 +137,7 @@ def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus
                         if child_process.returncode == STOPPED:
                             stopped.append(c.name)
                         elif child_process.returncode:
-                            failed.append(f"{c.name} (see {c.run_dir(results_dir) / LOG_FILE})")
+                            failed.append(f"{c.name} (see {c.run_dir(results_dir) / results.LOG_FILE})")
     finally:
         for bar in bars.values():
             bar.close()
@@ -197,7 +196,7 @@ def _start_child(c: TrainConfig, share: float, device: int, results_dir, gpus: i
            "concurrent_runs": min(round(1 / share), per_device),
            "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
     c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
-    with open(c.run_dir(results_dir) / LOG_FILE, "a") as log:
+    with open(c.run_dir(results_dir) / results.LOG_FILE, "a") as log:
         child_process = subprocess.Popen([sys.executable, "-c", "from resnet.sweeps import child; child()"],
                                          stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                          env=env | gpu, text=True)

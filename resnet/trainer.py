@@ -20,16 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, provenance, results
-from .batches import BatchSampler, DeviceData, device_data, random_crop_flip
+from .batches import Batches, DeviceData, device_data
 from .checkpoint import Progress
 from .config import TrainConfig, resolve_source
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
-from .runfolder import LOCK_FILE, finished_meta, run_lock
+from .runfolder import finished_meta, run_lock
 from .steps import autocast, make_step, memory_format
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class Stopped(KeyboardInterrupt):
@@ -149,8 +148,8 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
                 meta = finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline,
                                                                  progress, concurrent_runs, asked)
     except BaseException:
-        if run_dir in created and {p.name for p in run_dir.iterdir()} <= {LOCK_FILE}:  # refused, nothing written
-            (run_dir / LOCK_FILE).unlink(missing_ok=True)
+        if run_dir in created and {p.name for p in run_dir.iterdir()} <= {results.LOCK_FILE}:  # refused: none written
+            (run_dir / results.LOCK_FILE).unlink(missing_ok=True)
             for folder in created:
                 if not any(folder.iterdir()):
                     folder.rmdir()
@@ -165,14 +164,12 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     if device.type == "cuda":  # cuDNN's fastest algorithms, unless deterministic ones are asked for (bit-for-bit checks)
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     model, optimizer = build(cfg, device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(cfg.seed)
-    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
-    ckpt_path = run_dir / CHECKPOINT_FILE
+    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
+    ckpt_path = run_dir / results.CHECKPOINT_FILE
     p = Progress(warmup_end=None if cfg.uses_warmup else 0, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  generator_device=device.type)
     if ckpt_path.exists():
-        p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, sampler)
+        p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, batches)
         if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
             p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
     else:
@@ -195,9 +192,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     model.train()
     while p.iteration < cfg.total_iterations:
         lr = learning_rate(p.iteration, cfg, warming_up=p.warmup_end is None)
-        idx = sampler.next()
-        x = random_crop_flip(data.train_x[idx], generator).contiguous(memory_format=memory_format(device))  # (B, 3, 32, 32)
-        wrong = update(x, data.train_y[idx], lr)  # adds the batch's loss and errors to window
+        wrong = update(*next(batches), lr)  # adds the batch's loss and errors to window
         p.iteration += 1
         bar.update(1)
         if p.warmup_end is None:
@@ -225,7 +220,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
         if p.iteration % cfg.checkpoint_every == 0 or stopping:
             p.warm, p.window = warm.item(), window.tolist()
             timer.tick()
-            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, sampler, p)
+            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, batches, p)
             results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
             if stopping:
                 bar.close()
@@ -270,8 +265,9 @@ def _lost_checkpoint(run_dir: Path) -> list[dict]:
     restarts = old.get("restarted", [])
     if old["iterations_done"] == 0:
         return restarts
-    print(f"{old['name']}: {run_dir / CHECKPOINT_FILE} is missing, though {path} records {old['iterations_done']:,} "
-          f"iterations trained; the run restarts from the beginning (run.json's 'restarted' records it)",
+    print(f"{old['name']}: {run_dir / results.CHECKPOINT_FILE} is missing, though {path} records "
+          f"{old['iterations_done']:,} iterations trained; the run restarts from the beginning (run.json's "
+          "'restarted' records it)",
           file=sys.stderr, flush=True)
     return restarts + [{"lost_iteration": old["iterations_done"], "restarted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]
 
@@ -330,7 +326,7 @@ def _check_finite(cfg: TrainConfig, window: torch.Tensor, p: Progress, run_dir: 
     if not math.isfinite(loss_sum):
         meta["status"] = "diverged"
         results.write_meta(meta, run_dir / results.META_FILE)
-        ckpt = run_dir / CHECKPOINT_FILE
+        ckpt = run_dir / results.CHECKPOINT_FILE
         kept = (f"the last good checkpoint {ckpt}" if ckpt.exists()
                 else "no checkpoint (none was written yet: the run restarts from the beginning)")
         seen = (p.iteration - _last_row(p)) * cfg.batch_size
@@ -349,7 +345,7 @@ def _finish(model, run_dir: Path, meta: dict, p: Progress) -> dict:
                 final_test_error=p.rows[-1]["test_error"], final_train_error=p.rows[-1]["train_error"],
                 best_test_error=best["test_error"], best_test_iteration=best["iteration"])
     results.write_meta(meta, run_dir / results.META_FILE)  # written last: its status marks the run complete
-    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    (run_dir / results.CHECKPOINT_FILE).unlink(missing_ok=True)
     return meta
 
 

@@ -21,13 +21,12 @@ from . import checkpoint, results
 from .config import TrainConfig
 from .files import write_all
 from .provenance import git_commit
-from .runfolder import LOCK_FILE, RunConflict, differences, run_lock
-from .trainer import CHECKPOINT_FILE
+from .runfolder import RunConflict, differences, run_lock
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 FINISHED_FILES = (results.WEIGHTS_FILE, results.CSV_FILE, results.META_FILE)  # run.json last: it marks completion
-RUNNING_FILES = (CHECKPOINT_FILE, results.CSV_FILE, results.META_FILE)
+RUNNING_FILES = (results.CHECKPOINT_FILE, results.CSV_FILE, results.META_FILE)
 
 
 def export_study(study: str | Path, out: str | Path, *, unfinished: bool = False,
@@ -99,7 +98,7 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
         running = meta["status"] == "running"
         if meta["status"] == "diverged" or (running and not unfinished):
             return None
-        if running and meta["iterations_done"] == 0 and not (run_dir / CHECKPOINT_FILE).exists():
+        if running and meta["iterations_done"] == 0 and not (run_dir / results.CHECKPOINT_FILE).exists():
             return None
         names = FINISHED_FILES if meta["status"] == "finished" else RUNNING_FILES
         try:
@@ -117,7 +116,8 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
 
 def _at(meta: dict, files: dict[str, bytes], run_dir: Path) -> bool:
     """Whether a running run's checkpoint is at run.json's iteration and its log ends where the checkpoint's does."""
-    state = checkpoint.read_state(io.BytesIO(files[CHECKPOINT_FILE]), name=str(run_dir / CHECKPOINT_FILE))
+    name = results.CHECKPOINT_FILE
+    state = checkpoint.read_state(io.BytesIO(files[name]), name=str(run_dir / name))
     rows = files[results.CSV_FILE].decode(errors="replace").strip().splitlines()[1:]
     return state["iteration"] == meta["iterations_done"] and (
         not state["rows"] or bool(rows) and rows[-1].split(",", 1)[0] == str(state["rows"][-1]["iteration"]))
@@ -210,17 +210,17 @@ def import_study(archive: str | Path, results_dir: str | Path = "results") -> di
                     run_dir = study_dir / run
                     files = _restart_recorded(run_dir, meta, files)
                     # run.json last: its status marks the run complete
-                    writes.update({run_dir / n: files[n] for n in (*FINISHED_FILES, CHECKPOINT_FILE)
+                    writes.update({run_dir / n: files[n] for n in (*FINISHED_FILES, results.CHECKPOINT_FILE)
                                    if n in files and n != results.META_FILE})
                     writes[run_dir / results.META_FILE] = files[results.META_FILE]
                     if meta["status"] == "finished":  # a finished run's leftover checkpoint goes
-                        leftovers.append(run_dir / CHECKPOINT_FILE)
+                        leftovers.append(run_dir / results.CHECKPOINT_FILE)
             write_all(writes)
             for path in leftovers:
                 path.unlink(missing_ok=True)
     except BaseException:
         for folder in reversed(created):  # a refused import leaves no folder of its own behind
-            (folder / LOCK_FILE).unlink(missing_ok=True)
+            (folder / results.LOCK_FILE).unlink(missing_ok=True)
             if folder.exists() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
@@ -252,14 +252,15 @@ def _checked(archive: Path, study: str, run: str, files: dict[str, bytes]) -> di
                 load_run(run_dir)
             else:
                 _resumable(run_dir, meta)
-        except (results.ResultsError, RunConflict, ValueError) as e:
+        except (results.ResultsError, RunConflict, checkpoint.CheckpointError, ValueError) as e:
             raise type(e)(str(e).replace(str(run_dir), label)) from None
     return meta
 
 
 def _resumable(run_dir: Path, meta: dict):
-    """Raise RunConflict unless the running run's checkpoint is whole and the one its run.json and log describe."""
-    state = checkpoint.read_state(run_dir / CHECKPOINT_FILE)
+    """Raise CheckpointError unless the running run's checkpoint is whole, RunConflict unless it is the one its
+    run.json and log describe."""
+    state = checkpoint.read_state(run_dir / results.CHECKPOINT_FILE)
     diffs = differences(TrainConfig.from_dict(state["config"]), TrainConfig.from_dict(meta["config"]))
     if state["data_checksum"] != meta["data_checksum"]:
         diffs.append(f"data checksum {state['data_checksum'][:12]}… (run.json's: {meta['data_checksum'][:12]}…)")
@@ -271,7 +272,7 @@ def _resumable(run_dir: Path, meta: dict):
     if logged and logged != results.read_csv(run_dir / results.CSV_FILE)["iteration"].tolist():
         diffs.append(f"a log of {len(logged)} rows to iteration {logged[-1]} (log.csv's differ)")
     if diffs:
-        raise RunConflict(f"{run_dir / CHECKPOINT_FILE} is not the checkpoint of its run.json and log: "
+        raise RunConflict(f"{run_dir / results.CHECKPOINT_FILE} is not the checkpoint of its run.json and log: "
                           f"{'; '.join(diffs)}")
 
 
@@ -280,7 +281,7 @@ def _restart_recorded(run_dir: Path, meta: dict, files: dict[str, bytes]) -> dic
     checkpoint (run.json records training done, no checkpoint.pt): as the trainer records a restart it makes itself
     (``restarted``: the iteration lost; when the archive's run began)."""
     path = run_dir / results.META_FILE
-    if not path.exists() or (run_dir / CHECKPOINT_FILE).exists():
+    if not path.exists() or (run_dir / results.CHECKPOINT_FILE).exists():
         return files
     here = results.read_meta(path)
     if here["status"] == "finished" or here["iterations_done"] == 0:
@@ -289,9 +290,9 @@ def _restart_recorded(run_dir: Path, meta: dict, files: dict[str, bytes]) -> dic
     ours = meta.get("restarted", [])
     restarted = ours + [r for r in [*here.get("restarted", []), record] if r not in ours]
     files = files | {results.META_FILE: results.meta_text(meta | {"restarted": restarted}).encode()}
-    if CHECKPOINT_FILE in files:
-        state = checkpoint.read_state(io.BytesIO(files[CHECKPOINT_FILE]))
-        files[CHECKPOINT_FILE] = checkpoint.state_bytes(state | {"restarted": restarted})
+    if results.CHECKPOINT_FILE in files:
+        state = checkpoint.read_state(io.BytesIO(files[results.CHECKPOINT_FILE]))
+        files[results.CHECKPOINT_FILE] = checkpoint.state_bytes(state | {"restarted": restarted})
     return files
 
 
@@ -313,7 +314,7 @@ def _verdict(run_dir: Path, meta: dict) -> str:
     if here["status"] == "finished":
         return "kept: finished here, unfinished in the archive"
     # a run here without its checkpoint (lost with another machine) has nothing to resume from: the archive's wins
-    lost = not (run_dir / CHECKPOINT_FILE).exists()
+    lost = not (run_dir / results.CHECKPOINT_FILE).exists()
     if meta["status"] == "finished" or meta["iterations_done"] > here["iterations_done"] or lost:
         return "updated"
     return f"kept: here at iteration {here['iterations_done']}, the archive at {meta['iterations_done']}"

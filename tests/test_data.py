@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from resnet import DataError, crop_flip, load_cifar10, random_crop_flip, to_device
-from resnet.batches import PAD, BatchSampler, balanced_subset, validation_split
+from resnet.batches import PAD, Batches, BatchSampler, balanced_subset, validation_split
 from resnet.data import CLASSES
 
 from .conftest import random_images, write_official, write_tree
@@ -354,6 +354,22 @@ def test_sampler_permutes_each_epoch_and_resumes_exactly():
     assert all(torch.equal(a, b) for a, b in zip(ahead, [s2.next() for _ in range(5)]))
     with pytest.raises(DataError, match="batch size"):
         BatchSampler(10, 32, g)
+
+
+def test_batches_are_the_sampler_s_order_cropped_and_flipped_from_one_seed_and_resume_from_their_state(small_data):
+    batches = Batches(small_data, 32, seed=3, memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(3)
+    sampler = BatchSampler(len(small_data.train_x), 32, g)
+    for _ in range(40):  # past the first epoch (31 batches of 1,000 images)
+        x, y = next(batches)
+        idx = sampler.next()
+        assert torch.equal(x, random_crop_flip(small_data.train_x[idx], g)) and torch.equal(y, small_data.train_y[idx])
+        assert x.is_contiguous(memory_format=torch.channels_last)
+    state = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batches.state_dict().items()}
+    ahead = [next(batches) for _ in range(5)]
+    again = Batches(small_data, 32, seed=99)
+    again.load_state_dict(state)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(ahead, again))
 
 
 def test_an_official_folder_missing_a_batch_is_named(tmp_path, isolated_cache):

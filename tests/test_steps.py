@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnet import TrainConfig
-from resnet.batches import BatchSampler, random_crop_flip
+from resnet.batches import Batches, random_crop_flip
 from resnet.steps import GraphedStep, make_step
 from resnet.trainer import build, learning_rate
 
@@ -16,16 +16,13 @@ def _train_steps(cfg: TrainConfig, data, iterations: int):
     """(per-iteration wrong counts, the loss/error window every 50 iterations, final weights) of ``iterations``
     updates of ``cfg``, with its lr rule (warm-up included)."""
     model, optimizer = build(cfg, torch.device("cpu"))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    sampler = BatchSampler(len(data.train_x), cfg.batch_size, generator)
+    batches = Batches(data, cfg.batch_size, cfg.seed)  # laid out as the trainer lays it out on the CPU
     window = torch.zeros(2, dtype=torch.float64)
     update = make_step(cfg, model, optimizer, window)
     wrongs, windows = [], []
     for it in range(iterations):
-        idx = sampler.next()
         lr = learning_rate(it, cfg, warming_up=it < 30)
-        x = random_crop_flip(data.train_x[idx], generator).contiguous()  # as the trainer lays it out on the CPU
-        wrongs.append(update(x, data.train_y[idx], lr).item())
+        wrongs.append(update(*next(batches), lr).item())
         if (it + 1) % 50 == 0:
             windows.append(window.tolist())
             window.zero_()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, to_device, train
+from resnet.checkpoint import CheckpointError
 from resnet.runfolder import finished_meta
 from resnet.results import CSV_COLUMNS, read_csv, read_meta
 
@@ -381,7 +382,7 @@ def test_a_crafted_checkpoint_runs_no_code(tmp_path, small_data):
             return os.system, (f"touch {marker}",)
 
     torch.save({"model": Payload()}, run_dir / "checkpoint.pt")
-    with pytest.raises(RunConflict, match="unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match="unreadable checkpoint"):
         train(cfg, tmp_path, data=small_data, progress=False)
     assert not marker.exists()
 
@@ -498,7 +499,7 @@ def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, 
         _flip(path, position)
         try:
             damaged = read_state(path)
-        except RunConflict as e:
+        except CheckpointError as e:
             assert str(e).startswith(f"{path}: ") and "Delete it to restart" in str(e)
             refused += 1
         else:  # a byte the reader never uses (zip padding, timestamps): the state must come back exactly
@@ -507,10 +508,10 @@ def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, 
         path.write_bytes(good)
     assert refused > len(good) // 97 / 2  # most bytes matter
     _flip(path, len(good) // 2)  # inside the state's bytes: caught by the sha256, nothing trains
-    with pytest.raises(RunConflict, match=f"{path}: damaged checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{path}: damaged checkpoint"):
         train(cfg, tmp_path, data=small_data, progress=False)
     path.write_bytes(good[: len(good) // 2])
-    with pytest.raises(RunConflict, match=f"{path}: unreadable checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{path}: unreadable checkpoint"):
         train(cfg, tmp_path, data=small_data, progress=False)
     path.write_bytes(good)
     assert train(cfg, tmp_path, data=small_data, progress=False)["status"] == "finished"
@@ -540,7 +541,7 @@ def test_a_checkpoint_of_the_older_format_is_refused_then_upgraded_and_resumed_e
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path = cfg.run_dir(tmp_path) / "checkpoint.pt"
     torch.save(read_state(path), path)  # as the trainer wrote it before checkpoints carried their sha256
-    with pytest.raises(RunConflict, match="tools/migrate_checkpoint.py"):
+    with pytest.raises(CheckpointError, match="tools/migrate_checkpoint.py"):
         train(cfg, tmp_path, data=small_data, progress=False)
     spec = importlib.util.spec_from_file_location("migrate", Path(__file__).resolve().parent.parent / "tools" / "migrate_checkpoint.py")
     migrate = importlib.util.module_from_spec(spec)
