@@ -35,7 +35,8 @@ from resnet.placement import measure_runs_per_gpu, most_runs_per_gpu
 from resnet.batches import Batches, device_data
 from resnet.results import read_csv
 from resnet.steps import make_step, memory_format
-from resnet.trainer import build, evaluate, learning_rate, resolve_device
+from resnet.evaluation import evaluate, resolve_device
+from resnet.trainer import build, learning_rate
 
 from .common import environment, markdown_table
 

@@ -35,7 +35,7 @@ def evaluate_all(run_dirs: list[str], data: str, precisions: list[str]) -> list[
     import torch
 
     from resnet.runs import load_run
-    from resnet.trainer import evaluate
+    from resnet.evaluation import evaluate
 
     found = []
     for run_dir in run_dirs:

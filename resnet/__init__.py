@@ -13,7 +13,8 @@ from .runfolder import RunConflict, RunLocked
 from .runs import LoadedRun, evaluate_run, find_run, load_run, pretrained
 from .study import Study, study_from_environment
 from .sweeps import sweep
-from .trainer import TrainingDiverged, evaluate, learning_rate, train
+from .evaluation import evaluate
+from .trainer import TrainingDiverged, learning_rate, train
 
 # imported on first use: matplotlib (figures) and pandas (tables) are not needed to train or to load a model
 _LAZY = {"figures": ("draw_figure7", "figure7_data", "figure7_runs", "layer_response_std", "plot_figure6",

@@ -19,7 +19,8 @@ from . import results
 from .config import TrainConfig
 from .batches import Batches, device_data
 from .steps import make_step, memory_format
-from .trainer import build, evaluate, resolve_device
+from .evaluation import evaluate, resolve_device
+from .trainer import build
 
 
 def _sync(device: torch.device):

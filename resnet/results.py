@@ -64,7 +64,7 @@ OPTIONAL_META_FIELDS = {
     "concurrent_runs": int,  # runs sharing the device at once in the last session, at most (a parallel sweep's)
     "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
     "restarted": list,  # restarts from the beginning after the checkpoint was lost (see trainer._lost_checkpoint)
-    "threads_changed": list,  # CPU resumes under another thread count (see checkpoint.note_threads)
+    "threads_changed": list,  # CPU resumes under another thread count (see trainer.note_threads)
 }
 
 

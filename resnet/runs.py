@@ -13,7 +13,7 @@ from . import results
 from .config import TrainConfig, network_name
 from .batches import DeviceData, device_data
 from .models import CifarNet, build_model
-from .trainer import evaluate, resolve_device
+from .evaluation import evaluate, resolve_device
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from dataclasses import dataclass, field
 import signal
 import sys
 import threading
@@ -17,16 +18,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint, provenance, results
 from .batches import Batches, DeviceData, device_data
-from .checkpoint import Progress
 from .config import TrainConfig, resolve_source
+from .evaluation import evaluate, resolve_device
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
 from .runfolder import finished_meta, run_lock
-from .steps import autocast, make_step, memory_format
+from .steps import make_step, memory_format
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
 
@@ -61,6 +61,43 @@ def stop_on_signals():
             signal.signal(sig, before)
 
 
+@dataclass
+class Progress:
+    """The training loop's own state, kept in the checkpoint beside the model's, the optimiser's and the batches'."""
+
+    iteration: int = 0  # updates done
+    rows: list[dict] = field(default_factory=list)  # log.csv so far
+    warmup_end: int | None = None  # iteration at which the warm-up ended (None: still warming up)
+    warm: float = 0.0  # wrong predictions since the last warm-up check
+    # the training loss and wrong predictions summed since the last row of log.csv: zero at an evaluation point,
+    # where checkpoints are normally made; not zero in one made when a time limit stopped the run mid-interval
+    window: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    wall_s: float = 0.0  # seconds trained, across resumes
+    started: str = ""
+    # the generator's device: its state does not carry across devices (a CPU generator rejects a CUDA state)
+    generator_device: str = "cpu"
+    reseeded: list[dict] = field(default_factory=list)  # resumes on another device: where, and from which device
+    # restarts from the beginning because the checkpoint was missing: the iteration it had reached, and when
+    restarted: list[dict] = field(default_factory=list)
+    # torch's CPU threads while training (None on CUDA): float sums are split by it, so a resume under another
+    # count trains other weights; each change is kept, where it happened and from which count to which
+    cpu_threads: int | None = None
+    threads_changed: list[dict] = field(default_factory=list)
+
+
+PROGRESS_FIELDS = {f.name for f in dataclasses.fields(Progress)}  # older checkpoints lack the newer ones
+
+
+def note_threads(progress: Progress, threads: int | None) -> dict | None:
+    """Record the CPU thread count ``threads`` (None: not on the CPU) this session trains with; a change from the
+    count trained with so far is appended to ``progress.threads_changed`` and returned (else None)."""
+    before, progress.cpu_threads = progress.cpu_threads, threads
+    if before is None or threads is None or before == threads:
+        return None
+    progress.threads_changed.append({"iteration": progress.iteration, "from": before, "to": threads})
+    return progress.threads_changed[-1]
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -81,30 +118,6 @@ def warmup_ended(iteration: int, error: float, cfg: TrainConfig) -> bool:
     """At a check after ``iteration`` updates, with training error ``error`` (%) since the previous check: the
     warm-up ends once the error is below warmup_until_error (the paper: 80%), or at warmup_max_iterations."""
     return error < cfg.warmup_until_error or iteration >= cfg.warmup_max_iterations
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} asked for, but CUDA is not available here")
-    return torch.device(name)
-
-
-@torch.inference_mode()
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32", batch_size: int = 1000) -> tuple[float, float]:
-    """(mean cross-entropy, error %) of ``model`` in eval mode on the given images."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch_size):
-        with autocast(x.device, precision):
-            logits = model(x[i:i + batch_size]).float()
-        t = y[i:i + batch_size]
-        sums += torch.stack([F.cross_entropy(logits, t, reduction="sum").double(), (logits.argmax(1) != t).sum().double()])
-    model.train(was_training)
-    loss, wrong = sums.tolist()
-    return loss / len(x), 100.0 * wrong / len(x)
 
 
 def build(cfg: TrainConfig, device: torch.device):
@@ -169,12 +182,13 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     p = Progress(warmup_end=None if cfg.uses_warmup else 0, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  generator_device=device.type)
     if ckpt_path.exists():
-        p = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, batches)
+        loop = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, batches)
+        p = Progress(**{k: v for k, v in loop.items() if k in PROGRESS_FIELDS})
         if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
             p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
     else:
         p.restarted = _lost_checkpoint(run_dir)
-    changed = checkpoint.note_threads(p, torch.get_num_threads() if device.type == "cpu" else None)
+    changed = note_threads(p, torch.get_num_threads() if device.type == "cpu" else None)
     if changed:
         print(f"{cfg.name}: resumed at iteration {changed['iteration']:,} with {changed['to']} CPU threads, trained "
               f"so far with {changed['from']}: its float sums are split otherwise, so from here it is not bit-for-bit "
@@ -220,7 +234,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
         if p.iteration % cfg.checkpoint_every == 0 or stopping:
             p.warm, p.window = warm.item(), window.tolist()
             timer.tick()
-            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, batches, p)
+            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, batches, dataclasses.asdict(p))
             results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
             if stopping:
                 bar.close()
