@@ -144,105 +144,137 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    if args.command == "train":
-        from .trainer import train
+    return COMMANDS[args.command](args) or 0
 
-        meta = train(_config(args), args.results, stop_at=args.stop_at, time_limit=args.time_limit, progress=not args.quiet)
-        print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
-              + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
-    elif args.command == "sweep":
-        from .sweeps import result_line, sweep
 
-        configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
-        if args.launcher:
-            from .launch import submit, wait
+def _train(args) -> int | None:
+    """Train or resume one run."""
+    from .trainer import train
 
-            jobs = submit(configs, args.results, launcher=args.launcher, folder=args.jobs_folder,
-                          timeout_min=args.timeout_min, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
-                          partition=args.partition, account=args.account, max_running=args.max_running)
-            print(f"{len(jobs)} jobs submitted ({args.launcher}): {' '.join(str(j.job_id) for j in jobs)}; logs in "
-                  f"{args.jobs_folder or Path(args.results) / 'jobs'}")
-            if args.no_wait:
-                return 0
-            metas = wait(jobs)
-        else:
-            metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at,
-                          time_limit=args.time_limit, progress=not args.quiet)
-        if args.quiet or args.launcher:  # otherwise the sweep said each as it ended
-            for meta in metas:
-                print(result_line(meta))
-        if len(metas) < len(configs):
-            print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
-    elif args.command == "evaluate":
-        from .runs import evaluate_run
+    meta = train(_config(args), args.results, stop_at=args.stop_at, time_limit=args.time_limit, progress=not args.quiet)
+    print(f"{meta['name']}: {meta['status']} at iteration {meta['iterations_done']}"
+          + (f", final test error {meta['final_test_error']:.2f}%" if meta["final_test_error"] is not None else ""))
 
-        for run in args.runs:
-            print(json.dumps(evaluate_run(run, args.data, args.device)))
-    elif args.command == "plot":
-        from .figures import draw_figure7, figure7_runs, plot_shortcuts, plot_studies
-        from .compare import error_table, format_table
-        from .results import load_runs
 
-        runs = load_runs(args.results)
-        if not runs:
-            print(f"error: no finished runs in {args.results}/ (nothing drawn)", file=sys.stderr)
-            return 2
-        for study in plot_studies(runs, args.assets):
-            print(f"Figure 6 of {study} saved to {Path(args.assets) / f'figure6-{study}.png'}")
-        if args.shortcuts:
-            path = Path(args.assets) / f"shortcuts-{args.shortcuts}.png"
-            plot_shortcuts(runs, args.shortcuts, path)
-            print(f"shortcut comparison saved to {path}")
-        study, paths = figure7_runs(runs)
-        if paths and not args.no_figure7:
-            path = Path(args.assets) / f"figure7-{study}.png"
-            try:
-                _, numbers = draw_figure7(paths, path)
-            except (OSError, ValueError) as e:  # the runs' data is not on this machine
-                print(f"Figure 7 not drawn: {e}", file=sys.stderr)
-            else:
-                print(f"Figure 7 of {study} saved to {path}, its numbers to {path.with_suffix('.json')} "
-                      f"({', '.join(n['network'] for n in numbers['networks'])})")
-        print(format_table(error_table(runs, peers=args.peers)))
-    elif args.command == "report":
-        from .report import update_reports
+def _sweep(args) -> int | None:
+    """Train the runs of the nets, depths and seeds asked for: in turn, in parallel, or as jobs."""
+    from .sweeps import result_line, sweep
 
-        changed = update_reports(args.root, args.results, args.assets)
-        print(f"generated sections rewritten in {', '.join(map(str, changed))}" if changed
-              else "README.md and docs/results.md: generated sections already up to date")
-    elif args.command == "check-study":
-        from .data import load_cifar10
-        from .runfolder import finished_meta
-        from .study import study_from_environment
+    configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
+    if args.launcher:
+        from .launch import submit, wait
 
-        study = study_from_environment()
-        todo = [c for c in study.to_train if finished_meta(c, study.results) is None]
-        if not todo:
-            print(f"{study.describe()}: nothing left to train")
+        jobs = submit(configs, args.results, launcher=args.launcher, folder=args.jobs_folder,
+                      timeout_min=args.timeout_min, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+                      partition=args.partition, account=args.account, max_running=args.max_running)
+        print(f"{len(jobs)} jobs submitted ({args.launcher}): {' '.join(str(j.job_id) for j in jobs)}; logs in "
+              f"{args.jobs_folder or Path(args.results) / 'jobs'}")
+        if args.no_wait:
             return 0
-        data = load_cifar10(study.data)
-        print(f"{len(todo)} of {len(study.configs)} runs left to train ({study.describe()}); data {data.source}: "
-              f"{len(data.train_y):,} training and {len(data.test_y):,} test images")
-    elif args.command == "export":
-        from .transfer import export_study
+        metas = wait(jobs)
+    else:
+        metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at,
+                      time_limit=args.time_limit, progress=not args.quiet)
+    if args.quiet or args.launcher:  # otherwise the sweep said each as it ended
+        for meta in metas:
+            print(result_line(meta))
+    if len(metas) < len(configs):
+        print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
 
-        for path in export_study(args.study, args.out, unfinished=args.unfinished, part_mb=args.part_mb):
-            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    elif args.command == "import":
-        from .transfer import import_study
 
-        for run, what in import_study(args.archive, args.results).items():
-            print(f"{run}: {what}")
-    elif args.command == "figure7":
-        from .compare import response_findings
-        from .figures import draw_figure7
+def _evaluate(args) -> int | None:
+    """Re-evaluate saved runs on their test images, one JSON line each."""
+    from .runs import evaluate_run
 
-        _, numbers = draw_figure7(args.runs, args.figure, args.data, args.device)
-        for n in numbers["networks"]:
-            print(f"{n['network']}: mean std {sum(n['std']) / len(n['std']):.3f} over {len(n['std'])} layers")
-        print("\n".join(response_findings(numbers["networks"])))
-        print(f"Figure 7 saved to {args.figure}, its numbers to {Path(args.figure).with_suffix('.json')}")
-    return 0
+    for run in args.runs:
+        print(json.dumps(evaluate_run(run, args.data, args.device)))
+
+
+def _plot(args) -> int | None:
+    """Figures 6 and 7 and the error table of a results folder."""
+    from .figures import draw_figure7, figure7_runs, plot_shortcuts, plot_studies
+    from .compare import error_table, format_table
+    from .results import load_runs
+
+    runs = load_runs(args.results)
+    if not runs:
+        print(f"error: no finished runs in {args.results}/ (nothing drawn)", file=sys.stderr)
+        return 2
+    for study in plot_studies(runs, args.assets):
+        print(f"Figure 6 of {study} saved to {Path(args.assets) / f'figure6-{study}.png'}")
+    if args.shortcuts:
+        path = Path(args.assets) / f"shortcuts-{args.shortcuts}.png"
+        plot_shortcuts(runs, args.shortcuts, path)
+        print(f"shortcut comparison saved to {path}")
+    study, paths = figure7_runs(runs)
+    if paths and not args.no_figure7:
+        path = Path(args.assets) / f"figure7-{study}.png"
+        try:
+            _, numbers = draw_figure7(paths, path)
+        except (OSError, ValueError) as e:  # the runs' data is not on this machine
+            print(f"Figure 7 not drawn: {e}", file=sys.stderr)
+        else:
+            print(f"Figure 7 of {study} saved to {path}, its numbers to {path.with_suffix('.json')} "
+                  f"({', '.join(n['network'] for n in numbers['networks'])})")
+    print(format_table(error_table(runs, peers=args.peers)))
+
+
+def _report(args) -> int | None:
+    """Rewrite the generated sections of README.md and docs/results.md."""
+    from .report import update_reports
+
+    changed = update_reports(args.root, args.results, args.assets)
+    print(f"generated sections rewritten in {', '.join(map(str, changed))}" if changed
+          else "README.md and docs/results.md: generated sections already up to date")
+
+
+def _check_study(args) -> int | None:
+    """Whether the notebook's study can train: its data loaded (or downloaded) now."""
+    from .data import load_cifar10
+    from .runfolder import finished_meta
+    from .study import study_from_environment
+
+    study = study_from_environment()
+    todo = [c for c in study.to_train if finished_meta(c, study.results) is None]
+    if not todo:
+        print(f"{study.describe()}: nothing left to train")
+        return 0
+    data = load_cifar10(study.data)
+    print(f"{len(todo)} of {len(study.configs)} runs left to train ({study.describe()}); data {data.source}: "
+          f"{len(data.train_y):,} training and {len(data.test_y):,} test images")
+
+
+def _export(args) -> int | None:
+    """Pack a study into an archive (in parts if asked)."""
+    from .transfer import export_study
+
+    for path in export_study(args.study, args.out, unfinished=args.unfinished, part_mb=args.part_mb):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _import(args) -> int | None:
+    """Unpack a study archive, checked before anything is written."""
+    from .transfer import import_study
+
+    for run, what in import_study(args.archive, args.results).items():
+        print(f"{run}: {what}")
+
+
+def _figure7(args) -> int | None:
+    """Figure 7 of the run folders given."""
+    from .compare import response_findings
+    from .figures import draw_figure7
+
+    _, numbers = draw_figure7(args.runs, args.figure, args.data, args.device)
+    for n in numbers["networks"]:
+        print(f"{n['network']}: mean std {sum(n['std']) / len(n['std']):.3f} over {len(n['std'])} layers")
+    print("\n".join(response_findings(numbers["networks"])))
+    print(f"Figure 7 saved to {args.figure}, its numbers to {Path(args.figure).with_suffix('.json')}")
+
+
+# each returns its exit status (None: 0)
+COMMANDS = {"train": _train, "sweep": _sweep, "evaluate": _evaluate, "plot": _plot, "report": _report,
+            "check-study": _check_study, "export": _export, "import": _import, "figure7": _figure7}
 
 
 if __name__ == "__main__":
