@@ -25,10 +25,10 @@ study: setup
 # The tests that need CIFAR-10 itself take RESNET_TEST_DATA, else the JPEG stand-in at ../shared/data, else the
 # official download; without any they are skipped, saying so (RESNET_REQUIRE_DATA=1 fails them instead).
 # The notebook is checked as its outputs are stored: the report of the committed results (RESNET_TRAIN=0).
-# The tests run on one worker per core (at most 4), each file on one worker (the notebook's cells in order).
+# The tests run side by side, one worker per core (at most 4); then the notebook, its cells in order in one kernel.
 test: setup
-	RESNET_TRAIN=0 $(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile tests main.ipynb \
-		--nbval --nbval-current-env \
+	RESNET_TRAIN=0 $(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --dist worksteal tests
+	RESNET_TRAIN=0 $(VENV)/bin/python -m pytest main.ipynb --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 report: setup

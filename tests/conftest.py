@@ -226,9 +226,8 @@ def _close_figures():
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (``make test`` runs one worker per core, at most 4, each test file on one worker, so the
-    notebook's cells run in order in one kernel) the cores are split between the workers, so that the workers and
-    the processes their tests start do not oversubscribe the CPU."""
+    """Under pytest-xdist (``make test`` runs one worker per core, at most 4) the cores are split between the
+    workers, so that the workers and the processes their tests start do not oversubscribe the CPU."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         threads = max(1, (os.cpu_count() or 1) // int(workers))
