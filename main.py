@@ -85,10 +85,15 @@ figures = resnet.plot_studies(runs, study.assets)
 # Ours, study by study (final test error, mean ± std over seeds; training error; best epoch picked on the test set,
 # labelled — it flatters) beside the paper (Table 6; plain nets read off Figure 6, marked ~) and what peers report
 # on the official data (../shared/PAPER.md). The paper's and the peers' numbers stand only beside runs of the
-# paper's protocol: its full schedule, all training images, no validation split.
+# paper's protocol: its full schedule, all training images, no validation split. The column *official images
+# 0–999*: the committed networks scored on official test images 0–999, lossless, the only official CIFAR-10 pixels
+# this project has (scored, never trained on; `benchmarks/official_images.md`).
 
 # %%
-print(resnet.format_table(resnet.error_table(runs, peers=True)))
+from resnet.report import official_comparisons, official_errors
+
+official = official_errors(runs)
+print(resnet.format_table(resnet.error_table(runs, peers=True, official=official)))
 
 # %% [markdown]
 # ## Against the paper
@@ -97,14 +102,15 @@ print(resnet.format_table(resnet.error_table(runs, peers=True)))
 # runs of the paper's full schedule only, each network's difference from the paper's number.
 
 # %%
-print("\n".join(resnet.findings(runs)))
+print("\n".join(resnet.findings(runs) + official_comparisons(runs)))
 
 # %% [markdown]
 # Why our numbers may differ from the paper's:
 # - **Data.** Without a network here, runs are trained on a JPEG re-encoding of CIFAR-10 (quality 75, 4:2:0 chroma;
 #   `data_source` says so for every run). It is lossy: the peer ResNet-20 in `../shared/peers`, trained on the
-#   official images, loses much of its accuracy on these test images (see `benchmarks/peer_on_jpeg.md`). Runs on the
-#   official archive (`RESNET_DATA` unset) are the comparison that counts.
+#   official images, loses much of its accuracy on these test images (see `benchmarks/peer_on_jpeg.md`). The
+#   table's official-images column and the paired comparisons with the peer above show the same networks on real
+#   CIFAR-10 test images. Runs on the official archive (`RESNET_DATA` unset) are the comparison that counts.
 # - **Reported statistic.** We report the model at the end of training, as the paper does; two of the peers report
 #   the best test epoch, which is lower by construction.
 # - **Seeds.** One seed per network unless the table says otherwise; the paper's ResNet-110 spread over five runs is

@@ -75,9 +75,15 @@ def _mean_std(values: list[float]) -> str:
     return f"{s.mean():.2f}" if len(s) == 1 else f"{s.mean():.2f} ± {s.std(ddof=1):.2f}"
 
 
-def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
+OFFICIAL_COLUMN = "test error % (official images 0–999)"
+
+
+def error_table(runs: list[Run], peers: bool = False, official: dict[str, float] | None = None) -> pd.DataFrame:
     """One row per network: final test error (mean ± std over seeds), best-epoch error (labelled), the paper's
-    number and the gap to it (runs of the paper's protocol only; ResNet-110's mean against the paper's mean)."""
+    number and the gap to it (runs of the paper's protocol only; ResNet-110's mean against the paper's mean).
+    With ``official`` (a run's "study/name" to its error on official test images 0–999, as
+    benchmarks/official_images.py measures it; see ``report.official_errors``), that error too, in a column of its
+    own (mean over the seeds scored)."""
     import pandas as pd
 
     groups: dict[tuple, list[Run]] = {}
@@ -112,6 +118,9 @@ def error_table(runs: list[Run], peers: bool = False) -> pd.DataFrame:
                 f"{sum(r.meta['final_test_error'] for r in group) / len(group) - paper:+.2f}"),
             "data": ", ".join(sorted({r.meta["data_source"] for r in group})),
         }
+        if official:
+            scored = [official[key] for r in group if (key := f"{r.study}/{r.path.name}") in official]
+            record[OFFICIAL_COLUMN] = _mean_std(scored) if scored else ""
         if peers:
             for peer, values in PEER_TEST_ERROR.items():
                 v = values.get((c["net"], c["depth"])) if paper is not None else None
@@ -214,6 +223,23 @@ def _study_findings(runs: list[Run]) -> list[str]:
     lines += [f"{claim}, {what} error: {'holds' if holds else 'does not hold'} ({seq})"
               for claim, what, holds, seq in claim_checks(runs)]
     return lines
+
+
+def paired_difference(wrong_a: list[int], wrong_b: list[int], n: int) -> dict:
+    """Two networks scored on the same ``n`` images (each given by the positions of the images it gets wrong): the
+    difference of their errors in points (a minus b) with a 95% interval from the paired differences (normal
+    approximation), the images only one of them gets wrong, and McNemar's exact two-sided p-value."""
+    import math
+
+    a, b = set(wrong_a), set(wrong_b)
+    only_a, only_b = len(a - b), len(b - a)
+    diff = (only_a - only_b) / n
+    var = ((only_a + only_b) - n * diff ** 2) / (n - 1)  # sample variance of the per-image differences in {-1, 0, 1}
+    half = 1.96 * math.sqrt(max(var, 0.0) / n)
+    k, m = min(only_a, only_b), only_a + only_b
+    p = min(1.0, 2 * sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m) if m else 1.0
+    return {"difference": 100 * diff, "low": 100 * (diff - half), "high": 100 * (diff + half),
+            "only_a": only_a, "only_b": only_b, "p": p}
 
 
 def response_findings(networks: list[dict]) -> list[str]:

@@ -36,3 +36,16 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32",
     model.train(was_training)
     loss, wrong = sums.tolist()
     return loss / len(x), 100.0 * wrong / len(x)
+
+
+@torch.inference_mode()
+def predictions(model, x: torch.Tensor, precision: str = "fp32", batch_size: int = 1000) -> torch.Tensor:
+    """The class ``model`` in eval mode predicts for each of the given images."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        with autocast(x.device, precision):
+            out.append(model(x[i:i + batch_size]).argmax(1))
+    model.train(was_training)
+    return torch.cat(out)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import TrainConfig, schedule_label, study_label
-from .compare import PAPER_TEST_ERROR, PEER_TEST_ERROR, claim_checks, comparable, error_table, paper_protocol
+from .compare import (OFFICIAL_COLUMN, PAPER_TEST_ERROR, PEER_TEST_ERROR, claim_checks, comparable, error_table,
+                      paired_difference, paper_protocol)
 from .files import write_atomic
 from .results import CHECKPOINT_FILE, by_study, load_runs
 
@@ -81,11 +82,12 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
             if not any(paper_protocol(r.config) for r in finished):
                 parts[-1] += " Not the paper's protocol: its claims are checked, its numbers are not compared."
             figure = Path(assets) / f"figure6-{study}.png"
-            parts.append(f"![Figure 6, {study}]({link}{figure.as_posix()})\n\n" + markdown_table(_table(finished)))
+            parts.append(f"![Figure 6, {study}]({link}{figure.as_posix()})\n\n"
+                         + markdown_table(_table(finished, benchmarks=benchmarks)))
             claims = _claims_table([r for r in finished if comparable(r.config)])
             if claims:
                 parts.append(claims)
-            peers = _beside_peers(finished, benchmarks)
+            peers = _beside_peers(finished, benchmarks) + official_comparisons(finished, benchmarks)
             if peers:
                 parts.append("\n".join(f"- {line}" for line in peers))
             figure7 = Path(assets) / f"figure7-{study}.png"
@@ -99,10 +101,12 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
     return "\n\n".join(parts)
 
 
-def _table(finished, peers: bool = False) -> list[dict]:
-    """The error table's rows for markdown, without the columns the study's heading already says."""
-    table = error_table(finished, peers=peers).drop(columns=["schedule", "iterations", "precision", "data"])
-    unused = [c for c in ("paper", "vs paper, points") if not table[c].any()]  # no run of the paper's protocol
+def _table(finished, peers: bool = False, benchmarks: str | Path = "benchmarks") -> list[dict]:
+    """The error table's rows for markdown, without the columns the study's heading already says; with each
+    network's error on official test images 0–999 where it is measured."""
+    table = error_table(finished, peers=peers, official=official_errors(finished, benchmarks)).drop(
+        columns=["schedule", "iterations", "precision", "data"])
+    unused = [c for c in ("paper", "vs paper, points", OFFICIAL_COLUMN) if c in table and not table[c].any()]
     return table.drop(columns=unused).to_dict("records")
 
 
@@ -170,6 +174,56 @@ def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
     return sorted(set(lines))
 
 
+OFFICIAL_IMAGES = "official_images.json"  # benchmarks/official_images.py: every committed run on official test images
+
+
+def official_images(benchmarks: str | Path = "benchmarks") -> dict | None:
+    """What benchmarks/official_images.py measured (the committed runs and the peer's networks on official test
+    images 0–999, each with its error and wrong images), or None before it is measured."""
+    import json
+
+    path = Path(benchmarks) / OFFICIAL_IMAGES
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _scored(runs, benchmarks) -> tuple[dict | None, dict[str, dict]]:
+    """The official-images measurement and its entries for ``runs``, by "study/name", of the weights now saved
+    (a run retrained since it was scored is left out: scored again by ``python -m benchmarks.official_images``)."""
+    measured = official_images(benchmarks)
+    if measured is None:
+        return None, {}
+    saved = {f"{r.study}/{r.path.name}": r.meta.get("weights_sha256") for r in runs}
+    return measured, {e["run"]: e for e in measured["runs"] if saved.get(e["run"]) == e["weights_sha256"]}
+
+
+def official_errors(runs, benchmarks: str | Path = "benchmarks") -> dict[str, float]:
+    """Each run's error on official test images 0–999, by "study/name", where it is measured of its weights."""
+    return {key: entry["error"] for key, entry in _scored(runs, benchmarks)[1].items()}
+
+
+def official_comparisons(runs, benchmarks: str | Path = "benchmarks") -> list[str]:
+    """For each ResNet of the paper's protocol at a depth of the peer's networks: it and the peer's network,
+    trained on the official images, on the same official test images 0–999, paired over the images."""
+    measured, scored = _scored(runs, benchmarks)
+    if measured is None:
+        return []
+    n, lines = measured["images"]["n"], []
+    for run in sorted(runs, key=lambda r: (r.config["depth"], r.config["seed"])):
+        c, entry = run.config, scored.get(f"{run.study}/{run.path.name}")
+        peer = next((p for p in measured["peers"] if (p["net"], p["depth"]) == (c["net"], c["depth"])), None)
+        if entry is None or peer is None or not paper_protocol(c):
+            continue
+        d = paired_difference(entry["wrong"], peer["wrong"], n)
+        verdict = "distinguishable" if d["low"] > 0 or d["high"] < 0 else "not distinguishable"
+        lines.append(
+            f"on {measured['images']['what']} (n = {n:,}): {run.meta['name']} (trained on {run.meta['data_source']}) "
+            f"{entry['error']:.1f}%, the peer's ResNet-{c['depth']} ({peer['weights']}, trained on the official "
+            f"images) {peer['error']:.1f}%: {d['difference']:+.1f} points (95% interval {d['low']:+.1f} to "
+            f"{d['high']:+.1f}, paired over the images; McNemar p = {d['p']:.2g}), {verdict} "
+            "(benchmarks/official_images.md)")
+    return lines
+
+
 def _short_label(config: dict) -> str:
     """A study in a few words: "the paper's schedule (cifar10-jpeg, bf16)", "the 1/8 schedule (official, fp32)"."""
     cfg = TrainConfig.from_dict(config)
@@ -228,6 +282,11 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
             f"**The data**: these runs trained and were tested on {', '.join(stand_in)}, not the official images, so "
             "a gap to the paper mixes what the data loses with what the reproduction may miss; only a run on the "
             "official data separates the two." + (f" For scale, {peer[0].removeprefix('for scale: ')}." if peer else ""))
+    official = official_comparisons(finished, benchmarks)
+    if official:
+        sentences.append("**On official test images** (0–999, lossless, n = 1,000; scored, never trained on): "
+                         + "; ".join(line.split(": ", 1)[1].removesuffix(" (benchmarks/official_images.md)")
+                                     for line in official) + ".")
     if seeds:
         sentences.append("**Seeds**: " + ("one seed for at least one of these networks: the spread between seeds is "
                                           "not measured yet." if min(seeds) == 1 else
@@ -245,7 +304,8 @@ def headline_study(results_dir: str | Path = "results") -> str | None:
     return max(studies, key=lambda s: (studies[s][0].meta["data_source"] == "official", len(studies[s]), s))
 
 
-def headline_markdown(results_dir: str | Path = "results", assets: str | Path = "assets") -> str:
+def headline_markdown(results_dir: str | Path = "results", assets: str | Path = "assets",
+                      benchmarks: str | Path = "benchmarks") -> str:
     """The README's lead: the headline study's Figure 6 and its error table beside the paper and the peers, and
     its runs still training."""
     study = headline_study(results_dir)
@@ -256,7 +316,10 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
     cfg = TrainConfig.from_dict(finished[0].config)
     source = finished[0].meta["data_source"]
     data = "the official CIFAR-10 images" if source == "official" else f"`{source}` (a lossy stand-in, see *The data*)"
-    rows = [{k: v for k, v in row.items() if k != "params"} for row in _table(finished, peers=True)]
+    rows = [{k: v for k, v in row.items() if k != "params"} for row in _table(finished, True, benchmarks)]
+    official = (f" The column *{OFFICIAL_COLUMN}*: the same weights on the only official CIFAR-10 pixels this "
+                "project has, official test images 0–999 (lossless, n = 1,000; scored, never trained on; "
+                "[benchmarks/official_images.md](benchmarks/official_images.md)).") if OFFICIAL_COLUMN in rows[0] else ""
     running = [r for r in every if r.meta["status"] != "finished"]
     progress = ("Still training: " + ", ".join(f"{r.meta['name']} ({r.meta['iterations_done']:,} of "
                                                f"{TrainConfig.from_dict(r.config).total_iterations:,} iterations)"
@@ -265,7 +328,7 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
             f"{data}: {len(finished)} run{'s' if len(finished) > 1 else ''} finished (`results/{study}/`).\n\n"
             f"![Figure 6, {study}]({Path(assets).as_posix()}/figure6-{study}.png)\n\n{markdown_table(rows)}\n\n"
             "Final test error in %, the peers' as they report them on the official test images (the first two at "
-            f"their best epoch). {progress}Every study, its claims checked, Figure 7 and what it costs: "
+            f"their best epoch).{official} {progress}Every study, its claims checked, Figure 7 and what it costs: "
             "[docs/results.md](docs/results.md).")
 
 
@@ -289,7 +352,7 @@ SECTION_FILES = {"headline": README, "summary": README, "peers": README, "result
 def sections(results_dir: str | Path = "results", assets: str | Path = "assets",
              benchmarks: str | Path = "benchmarks") -> dict[str, str]:
     """Every generated section, by name (``SECTION_FILES`` says in which file)."""
-    return {"headline": headline_markdown(results_dir, assets), "summary": summary_markdown(results_dir, benchmarks),
+    return {"headline": headline_markdown(results_dir, assets, benchmarks), "summary": summary_markdown(results_dir, benchmarks),
             "peers": peer_markdown(benchmarks), "results": results_markdown(results_dir, assets, benchmarks, "../")}
 
 

@@ -125,6 +125,23 @@ def peers() -> Path:
     return folder
 
 
+OFFICIAL_IMAGES = ROOT.parent / "shared" / "data" / "cifar10-partial-png.tar.gz"  # official test images 0–999
+
+
+@pytest.fixture(scope="session")
+def official_test_images():
+    """The 1,000 official test images of cifar10-partial-png.tar.gz (RESNET_TEST_OFFICIAL_IMAGES, else beside the
+    checkout) as benchmarks/official_images.py reads them; the test is skipped without them (failed with
+    RESNET_REQUIRE_DATA=1)."""
+    from benchmarks.official_images import test_images
+
+    path = Path(os.environ.get("RESNET_TEST_OFFICIAL_IMAGES", OFFICIAL_IMAGES))
+    if not path.exists():
+        no_data(f"no official test images at {path}: set RESNET_TEST_OFFICIAL_IMAGES to cifar10-partial-png.tar.gz "
+                "(official CIFAR-10 test images 0–999 as PNG, {train,test}/<class>/NNNNN.png)")
+    return test_images(path)
+
+
 def no_data(why: str):
     """Skip a test that needs data this machine does not have; under RESNET_REQUIRE_DATA=1, fail it."""
     if os.environ.get("RESNET_REQUIRE_DATA") == "1":

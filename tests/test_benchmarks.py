@@ -103,3 +103,33 @@ def test_gpu_check_keeps_what_it_measured_when_stopped_part_way(tmp_path, monkey
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
     assert [r["network"] for r in summary["speed"]] == ["plain-8"] and len(summary["checks"]) == 6
     assert "| plain-8 | fp32 |" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_official_images_scores_each_run_as_it_was_tested_in_training_and_the_peers_networks(tmp_path):
+    import torch
+
+    from benchmarks import official_images
+    from resnet import CifarNet, train
+    from resnet.report import official_errors
+    from resnet.results import load_runs
+
+    from .conftest import tiny_config
+
+    meta = train(tiny_config(), tmp_path / "results")
+    peers = tmp_path / "peers"
+    peers.mkdir()
+    for name, (_, depth) in official_images.PEER_NETWORKS.items():  # the peer's file format, untrained weights
+        state = {f"module.{k}": v for k, v in CifarNet(depth, "A").state_dict().items() if "num_batches" not in k}
+        torch.save({"state_dict": state, "best_prec1": 0.0}, peers / name)
+    out = tmp_path / "official_images.json"
+    # the small source's test images are the tiny run's own test images: scored as in training, the same error
+    official_images.main(["--images", str(SMALL_SOURCE), "--results", str(tmp_path / "results"),
+                          "--peers", str(peers), "--out", str(out)])
+    measured = json.loads(out.read_text())
+    assert measured["images"]["n"] == 500 and [p["weights"] for p in measured["peers"]] == list(
+        official_images.PEER_NETWORKS)
+    (run,) = measured["runs"]
+    assert run["precision"] == "fp32" and len(run["wrong"]) == round(run["error"] * 5)
+    assert run["error"] == pytest.approx(meta["final_test_error"], abs=0.2)  # at most one of the 500 images
+    assert official_errors(load_runs(tmp_path / "results"), tmp_path) == {run["run"]: run["error"]}
+    assert "| peer: akamaster-resnet56.th (trained on the official images) | fp32 |" in out.with_suffix(".md").read_text()

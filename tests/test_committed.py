@@ -80,6 +80,61 @@ def test_committed_weights_reproduce_the_recorded_test_error_on_the_cpu(run_dir,
     assert abs(report["test_error"] - meta["final_test_error"]) <= tolerance, report
 
 
+def test_every_committed_finished_run_and_the_peers_networks_are_scored_on_the_official_test_images():
+    from resnet.report import official_images
+
+    measured = official_images(ROOT / "benchmarks")
+    assert measured is not None, "benchmarks/official_images.json is missing: run `python -m benchmarks.official_images`"
+    scored = {e["run"]: e["weights_sha256"] for e in measured["runs"]}
+    for run_dir in FINISHED:
+        key = f"{run_dir.parent.name}/{run_dir.name}"
+        assert scored.get(key) == read_meta(run_dir / "run.json")["weights_sha256"], (
+            f"{key} is not scored on the official test images of its weights: run `python -m benchmarks.official_images`")
+    assert sorted(p["weights"] for p in measured["peers"]) == ["akamaster-resnet20.th", "akamaster-resnet56.th"]
+    assert measured["images"]["n"] == 1000 and all(
+        len(e["wrong"]) == round(e["error"] * 10) for e in measured["runs"] + measured["peers"])
+
+
+def _official_scores() -> dict:
+    from resnet.report import official_images
+
+    measured = official_images(ROOT / "benchmarks") or {"runs": [], "peers": []}
+    return {e.get("run") or e["weights"]: e for e in measured["runs"] + measured["peers"]}
+
+
+def _same_verdicts(saved: dict, again: dict, n: int):
+    """The same weights on the same images on this CPU: the error within the re-check's tolerance, and no more than
+    twice as many images as that tolerance allows judged otherwise."""
+    assert abs(again["error"] - saved["error"]) <= CPU_TOLERANCE, (saved["error"], again["error"])
+    assert len(set(saved["wrong"]) ^ set(again["wrong"])) <= 2 * round(CPU_TOLERANCE * n / 100)
+
+
+@pytest.mark.parametrize("run_dir", FINISHED, ids=[f"{p.parent.name}/{p.name}" for p in FINISHED])
+def test_committed_official_images_scores_are_those_of_the_committed_weights_on_the_cpu(
+        run_dir, their_data, official_test_images):
+    from benchmarks.official_images import score_run
+    from resnet.report import official_images
+
+    x, y, images = official_test_images
+    saved = _official_scores()[f"{run_dir.parent.name}/{run_dir.name}"]
+    meta = read_meta(run_dir / "run.json")
+    needs(meta, their_data)  # the run's own training images: their per-pixel mean is subtracted
+    assert images["checksum"] == official_images(ROOT / "benchmarks")["images"]["checksum"], (
+        "not the official test images the committed scores were measured on")
+    _same_verdicts(saved, score_run(run_dir, x, y, precision=recheck_precision(meta)), images["n"])
+
+
+@pytest.mark.parametrize("name", ["akamaster-resnet20.th", "akamaster-resnet56.th"])
+def test_the_peers_official_images_scores_are_those_of_its_weights_on_the_cpu(name, peers, official_test_images):
+    from benchmarks.official_images import score_peer
+
+    x, y, images = official_test_images
+    saved = _official_scores()[name]
+    again = score_peer(peers / name, x, y)
+    assert again["weights_sha256"] == saved["weights_sha256"]
+    _same_verdicts(saved, again, images["n"])
+
+
 def test_committed_figure7_numbers_are_those_of_the_committed_weights_on_the_cpu(their_data):
     import numpy as np
 

@@ -723,3 +723,62 @@ def test_the_readmes_python_example_runs_on_a_fresh_clone_but_for_the_line_that_
     exec("\n".join(line for line in lines if "resnet.train(" not in line), {})  # noqa: S102 - the README's own code
     out = capsys.readouterr()
     assert "ResNet-56" in out.out and "resnet56: the weights of" in out.err
+
+
+def test_a_paired_difference_counts_the_images_only_one_network_gets_wrong():
+    from resnet.compare import paired_difference
+
+    d = paired_difference([0, 1, 2, 3], [2, 3], 10)  # a alone misses 0 and 1
+    assert (d["only_a"], d["only_b"], d["difference"]) == (2, 0, 20.0)
+    half = 1.96 * ((2 - 10 * 0.2 ** 2) / 9 / 10) ** 0.5  # the per-image differences' sample variance, over n
+    assert (d["low"], d["high"]) == pytest.approx((100 * (0.2 - half), 100 * (0.2 + half)))
+    assert d["p"] == pytest.approx(0.5)  # McNemar, exact: both discordant images against a: 2 * (1/2)^2
+    swapped = paired_difference([2, 3], [0, 1, 2, 3], 10)
+    assert (swapped["difference"], swapped["low"], swapped["p"]) == pytest.approx((-20.0, -d["high"], 0.5))
+    assert paired_difference([], [], 10) == {"difference": 0.0, "low": 0.0, "high": 0.0, "only_a": 0, "only_b": 0,
+                                             "p": 1.0}
+    assert paired_difference(list(range(10)), [], 1000)["p"] == pytest.approx(2 / 2 ** 10)
+
+
+def test_the_official_images_scores_join_the_table_and_each_resnet_of_the_peers_depths_meets_the_peer(
+        fixture_results, tmp_path):
+    from resnet.compare import OFFICIAL_COLUMN
+    from resnet.report import headline_markdown, official_comparisons, official_errors, summary_markdown
+
+    runs = {r.path.name: r for r in load_runs(fixture_results) if r.study == FIXTURE_STUDY}
+
+    def scored(name, wrong, **kw):
+        run = runs[name]
+        return {"run": f"{run.study}/{name}", "weights_sha256": run.meta["weights_sha256"], "precision": "fp32",
+                "error": len(wrong) / 10, "wrong": wrong} | kw
+
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "official_images.json").write_text(json.dumps({
+        "images": {"source": "png", "checksum": "0" * 64, "n": 1000, "what": "official CIFAR-10 test images 0–999, lossless"},
+        "measured": {},
+        "runs": [scored("resnet56-seed0", list(range(90))), scored("resnet56-seed1", list(range(45, 95))),
+                 scored("resnet20-seed0", list(range(100)), weights_sha256="f" * 64)],  # retrained since it was scored
+        "peers": [{"weights": "akamaster-resnet56.th", "net": "resnet", "depth": 56, "weights_sha256": "1" * 64,
+                   "precision": "fp32", "error": 5.0, "wrong": list(range(40, 90))}]}))
+    every = load_runs(fixture_results)
+    table = error_table(every, official=official_errors(every, bench)).set_index("network")
+    assert table.loc["ResNet-56", OFFICIAL_COLUMN] == "7.00 ± 2.83"  # the two seeds scored: 9.0 and 5.0
+    assert table.loc["ResNet-20", OFFICIAL_COLUMN] == ""  # its weights are no longer the ones scored
+    assert OFFICIAL_COLUMN not in error_table(every).columns
+    of = "on official CIFAR-10 test images 0–999, lossless (n = 1,000): "
+    peer = "the peer's ResNet-56 (akamaster-resnet56.th, trained on the official images) 5.0%"
+    assert official_comparisons(every, bench) == [
+        # 40 images only seed 0 gets wrong, none only the peer: +4 points, far outside chance
+        f"{of}resnet56-seed0 (trained on fixture) 9.0%, {peer}: +4.0 points (95% interval +2.8 to +5.2, paired over "
+        "the images; McNemar p = 1.8e-12), distinguishable (benchmarks/official_images.md)",
+        # five images each way: no difference
+        f"{of}resnet56-seed1 (trained on fixture) 5.0%, {peer}: +0.0 points (95% interval -0.6 to +0.6, paired over "
+        "the images; McNemar p = 1), not distinguishable (benchmarks/official_images.md)"]
+    assert official_comparisons(every, tmp_path / "none") == []
+    summary = summary_markdown(fixture_results, bench)
+    assert ("- **On official test images** (0–999, lossless, n = 1,000; scored, never trained on): resnet56-seed0 "
+            "(trained on fixture) 9.0%, ") in summary and "McNemar p = 1), not distinguishable.\n" in summary
+    assert "On official test images" not in summary_markdown(fixture_results, tmp_path / "none")
+    assert f"The column *{OFFICIAL_COLUMN}*" in headline_markdown(fixture_results, "assets", bench)
+    assert "The column" not in headline_markdown(fixture_results, "assets", tmp_path / "none")
