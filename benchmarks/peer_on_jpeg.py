@@ -1,16 +1,20 @@
 """How far the JPEG stand-in sits from official CIFAR-10: the peer's networks (trained on the official
-images) evaluated on the whole JPEG test set, with their own ImageNet normalisation.
+images) evaluated on the whole JPEG test set, with their own ImageNet normalisation. Written: a JSON summary (what
+the README's table and findings are made from) and a markdown table beside it.
 
     python -m benchmarks.peer_on_jpeg [--data ../shared/data/cifar10-jpeg.tar.gz] [--out benchmarks/peer_on_jpeg.md]
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
 
+from resnet.evaluation import predictions
 from resnet.files import write_atomic
+from resnet.report import peer_rows
 from resnet import from_peer_checkpoint, load_cifar10
 
 from .common import environment, markdown_table
@@ -29,19 +33,21 @@ def main(argv=None):
     x = torch.from_numpy(ds.test_x).permute(0, 3, 1, 2).float() / 255
     x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     y = torch.from_numpy(ds.test_y)
-    rows = []
+    peers = []
     for name, reported in REPORTED.items():
         model = from_peer_checkpoint(PEERS / name)
-        with torch.inference_mode():
-            wrong = sum((model(x[i:i + 1000]).argmax(1) != y[i:i + 1000]).sum().item() for i in range(0, len(x), 1000))
-        rows.append({"weights": name, "reported error % (official test set)": reported,
-                     f"measured error % ({ds.source}, {len(x)} images)": f"{100 * wrong / len(x):.2f}"})
+        wrong = (predictions(model, x) != y).sum().item()
+        peers.append({"weights": name, "net": "resnet", "depth": model.depth, "reported": reported,
+                      "error": 100 * wrong / len(x)})
     env = environment("cpu")
-    text = (f"# Peer weights on the JPEG stand-in test set\n\n{markdown_table(rows)}\n\n"
+    summary = {"data": {"source": ds.source, "checksum": ds.checksum, "n": len(x)}, "measured": env, "peers": peers}
+    out = Path(args.out)
+    write_atomic(json.dumps(summary, indent=1) + "\n", out.with_suffix(".json"))
+    text = (f"# Peer weights on the JPEG stand-in test set\n\n{markdown_table(peer_rows(summary))}\n\n"
             f"Measured by `python -m benchmarks.peer_on_jpeg` on {env['device']}, torch {env['torch']}, "
             f"{env['date']}, commit {env['git_commit']}; data {ds.source} (sha256 of decoded arrays "
             f"{ds.checksum[:16]}...). The peer normalises with the ImageNet mean/std, so that is used here.\n")
-    write_atomic(text, Path(args.out))
+    write_atomic(text, out)
     print(text)
 
 

@@ -158,71 +158,103 @@ def format_table(df: pd.DataFrame) -> str:
     return df.to_string(index=False)
 
 
-def findings(runs: list[Run]) -> list[str]:
-    """The paper's claims checked, study by study, against finished plain/option-A runs (final errors, mean over
-    seeds); the difference from the paper's numbers only for runs of the paper's protocol."""
-    lines = []
+DEGRADATION, DEEPER_RESNETS = "deeper plain nets are worse (degradation)", "deeper ResNets are better"
+CLAIM_COLUMNS = ["study", "claim", "error", "depths", "errors", "seeds", "holds"]
+GAP_COLUMNS = ["study", "net", "depth", "network", "seeds", "error", "best", "paper", "difference", "paper_above"]
+
+
+def claims(runs: list[Run]) -> pd.DataFrame:
+    """The paper's depth claims checked, study by study, on the finished plain and option-A runs: one row per
+    study, claim (``DEGRADATION``, ``DEEPER_RESNETS``) with two depths or more, and error ('test', 'training'),
+    with the depths in order, their final errors (mean over seeds), the fewest seeds behind one of them, and
+    whether the errors fall (ResNets) or rise (plain nets) at every step. The findings, the results page and the
+    README render this table; nothing else checks a claim."""
+    import pandas as pd
+
+    rows = []
     for study, study_runs in by_study([r for r in runs if comparable(r.config)]).items():
-        lines.append(f"{study_label(study_runs[0].config)}:")
-        lines += ["  " + line for line in _study_findings(study_runs)]
-    return lines or ["no finished runs to compare with the paper"]
+        mean, seeds = _mean_errors(study_runs)
+        for net, claim in (("plain", DEGRADATION), ("resnet", DEEPER_RESNETS)):
+            depths = tuple(sorted(d for n, d in mean if n == net and in_trend(n, d)))
+            if len(depths) < 2:
+                continue
+            for what, i in (("test", 0), ("training", 1)):
+                errors = tuple(mean[(net, d)][i] for d in depths)
+                pairs = list(zip(errors, errors[1:]))
+                holds = all(a < b for a, b in pairs) if net == "plain" else all(a > b for a, b in pairs)
+                rows.append([study, claim, what, depths, errors, min(seeds[(net, d)] for d in depths), holds])
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
 
 
-def claim_checks(runs: list[Run]) -> list[tuple[str, str, bool, str]]:
-    """The paper's depth claims checked on one study's finished runs (final errors, mean over seeds): for each
-    claim with two depths or more, and for test and training error, (claim, 'test' or 'training', holds, the
-    errors by depth as '20: 13.59, 56: 16.58')."""
-    mean = _mean_errors(runs)
-    checks = []
-    for net, claim in (("plain", "deeper plain nets are worse (degradation)"), ("resnet", "deeper ResNets are better")):
-        depths = sorted(d for n, d in mean if n == net and in_trend(n, d))
-        if len(depths) < 2:
-            continue
-        for what, i in (("test", 0), ("training", 1)):
-            errors = [mean[(net, d)][i] for d in depths]
-            ordered = all(a < b for a, b in zip(errors, errors[1:])) if net == "plain" else all(
-                a > b for a, b in zip(errors, errors[1:]))
-            checks.append((claim, what, ordered, ", ".join(f"{d}: {e:.2f}" for d, e in zip(depths, errors))))
-    return checks
+def paper_gaps(runs: list[Run]) -> pd.DataFrame:
+    """Each network of the paper's protocol beside the paper's number, study by study: its final test error (mean
+    over seeds) and best run, the paper's number (or, for plain-110, the error the paper says it is above) and the
+    difference in points; networks the paper gives no number for are left out."""
+    import pandas as pd
+
+    rows = []
+    for study, study_runs in by_study([r for r in runs if comparable(r.config) and paper_protocol(r.config)]).items():
+        mean, seeds = _mean_errors(study_runs)
+        for (net, depth), (test, _) in sorted(mean.items(), key=lambda kv: (kv[0][0] != "resnet", kv[0][1])):
+            paper, above = PAPER_TEST_ERROR.get((net, depth)), PAPER_TEST_ERROR_ABOVE.get((net, depth))
+            if paper is None and above is None:
+                continue
+            best = min(r.meta["final_test_error"] for r in study_runs if (r.config["net"], r.config["depth"]) == (net, depth))
+            rows.append([study, net, depth, f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}", seeds[(net, depth)],
+                         test, best, paper, None if paper is None else test - paper, above])
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
 
-def _mean_errors(runs: list[Run]) -> dict[tuple[str, int], tuple[float, float]]:
-    """(final test error, final training error) per (net, depth), each the mean over the network's seeds."""
+def _mean_errors(runs: list[Run]) -> tuple[dict[tuple[str, int], tuple[float, float]], dict[tuple[str, int], int]]:
+    """(final test error, final training error) per (net, depth), each the mean over the network's seeds; and the
+    number of seeds."""
     final: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for run in runs:
         final.setdefault((run.config["net"], run.config["depth"]), []).append(
             (run.meta["final_test_error"], run.meta["final_train_error"]))
-    return {k: (sum(t for t, _ in v) / len(v), sum(tr for _, tr in v) / len(v)) for k, v in final.items()}
+    return ({k: (sum(t for t, _ in v) / len(v), sum(tr for _, tr in v) / len(v)) for k, v in final.items()},
+            {k: len(v) for k, v in final.items()})
 
 
-def _study_findings(runs: list[Run]) -> list[str]:
-    mean = _mean_errors(runs)
-    protocol = {(r.config["net"], r.config["depth"]): paper_protocol(r.config) for r in runs}
-    lines = []
-    if not any(protocol.values()):
-        lines.append("not the paper's protocol (its schedule, optimiser and data counts): its claims are checked, "
-                     "its numbers are not compared")
-    for (net, depth), (test, _) in sorted(mean.items()):
-        paper = PAPER_TEST_ERROR.get((net, depth))
-        label = f"{'ResNet' if net == 'resnet' else 'plain'}-{depth}"
-        if not protocol[(net, depth)]:
-            continue
-        if paper is not None and (net, depth) in PAPER_BEST:
-            runs_of = [r.meta["final_test_error"] for r in runs if (r.config["net"], r.config["depth"]) == (net, depth)]
-            n, best = len(runs_of), min(runs_of)
-            lines.append(f"{label}: {'mean of ' + str(n) + ' runs ' if n > 1 else 'one run, '}{test:.2f}% vs the "
-                         f"paper's mean of 5, {paper:.2f} ± {PAPER_STD[(net, depth)]:.2f}%, {test - paper:+.2f} points"
-                         + (f"; best run {best:.2f}% vs its best {PAPER_BEST[(net, depth)]:.2f}%, "
-                            f"{best - PAPER_BEST[(net, depth)]:+.2f} points" if n > 1 else ""))
-        elif paper is not None:
-            approx = " (read off Fig. 6)" if net == "plain" else ""
-            lines.append(f"{label}: {test:.2f}% vs paper {paper:.2f}%{approx}, {test - paper:+.2f} points")
-        elif (above := PAPER_TEST_ERROR_ABOVE.get((net, depth))) is not None:
-            lines.append(f"{label}: {test:.2f}%; the paper reports only that it is above {above:.0f}% (left out of "
-                         f"Fig. 6): {'holds' if test > above else 'does not hold'}")
-    lines += [f"{claim}, {what} error: {'holds' if holds else 'does not hold'} ({seq})"
-              for claim, what, holds, seq in claim_checks(runs)]
-    return lines
+def errors_by_depth(row) -> str:
+    """A claim's errors as '20: 13.59, 56: 16.58'."""
+    return ", ".join(f"{d}: {e:.2f}" for d, e in zip(row.depths, row.errors))
+
+
+def findings(runs: list[Run]) -> list[str]:
+    """The paper's claims checked, study by study, against finished plain/option-A runs (final errors, mean over
+    seeds); the difference from the paper's numbers only for runs of the paper's protocol (``claims`` and
+    ``paper_gaps``, as lines)."""
+    checked, gaps, lines = claims(runs), paper_gaps(runs), []
+    for study, study_runs in by_study([r for r in runs if comparable(r.config)]).items():
+        lines.append(f"{study_label(study_runs[0].config)}:")
+        own = gaps[gaps.study == study]
+        if own.empty:
+            lines.append("  not the paper's protocol (its schedule, optimiser and data counts): its claims are "
+                         "checked, its numbers are not compared")
+        lines += ["  " + _gap_line(gap) for gap in own.sort_values(["net", "depth"]).itertuples()]
+        lines += [f"  {c.claim}, {c.error} error: {'holds' if c.holds else 'does not hold'} ({errors_by_depth(c)})"
+                  for c in checked[checked.study == study].itertuples()]
+    return lines or ["no finished runs to compare with the paper"]
+
+
+def _gap_line(gap) -> str:
+    """One network against the paper's number: ResNet-110 as the paper's mean of 5 and best run, plain-110
+    against the error the paper says it is above, the others against the paper's number."""
+    import pandas as pd
+
+    key = (gap.net, gap.depth)
+    if pd.notna(gap.paper_above):  # the paper gives a bound only
+        return (f"{gap.network}: {gap.error:.2f}%; the paper reports only that it is above {gap.paper_above:.0f}% "
+                f"(left out of Fig. 6): {'holds' if gap.error > gap.paper_above else 'does not hold'}")
+    if key in PAPER_BEST:
+        several = gap.seeds > 1
+        return (f"{gap.network}: {'mean of ' + str(gap.seeds) + ' runs ' if several else 'one run, '}{gap.error:.2f}% "
+                f"vs the paper's mean of 5, {gap.paper:.2f} ± {PAPER_STD[key]:.2f}%, {gap.difference:+.2f} points"
+                + (f"; best run {gap.best:.2f}% vs its best {PAPER_BEST[key]:.2f}%, {gap.best - PAPER_BEST[key]:+.2f} "
+                   "points" if several else ""))
+    approx = " (read off Fig. 6)" if gap.net == "plain" else ""
+    return f"{gap.network}: {gap.error:.2f}% vs paper {gap.paper:.2f}%{approx}, {gap.difference:+.2f} points"
 
 
 def paired_difference(wrong_a: list[int], wrong_b: list[int], n: int) -> dict:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import TrainConfig, schedule_label, study_label
-from .compare import (OFFICIAL_COLUMN, PAPER_TEST_ERROR, PEER_TEST_ERROR, claim_checks, comparable, error_table,
-                      paired_difference, paper_protocol)
+from .compare import (DEEPER_RESNETS, DEGRADATION, OFFICIAL_COLUMN, claims, comparable, error_table,
+                      errors_by_depth, paired_difference, paper_gaps, paper_protocol)
 from .files import write_atomic
 from .results import CHECKPOINT_FILE, by_study, load_runs
 
@@ -112,14 +112,11 @@ def _table(finished, peers: bool = False, benchmarks: str | Path = "benchmarks")
 
 def _claims_table(finished) -> str:
     """The paper's depth claims, checked on test and training error, as a table."""
-    checks = claim_checks(finished)
-    if not checks:
-        return ""
     rows: dict[str, dict] = {}
-    for claim, what, holds, seq in checks:
-        rows.setdefault(claim, {"the paper's claim": claim})[f"{what} error"] = (
-            f"{'holds' if holds else 'does not hold'} ({seq})")
-    return markdown_table(list(rows.values()))
+    for c in claims(finished).itertuples():
+        rows.setdefault(c.claim, {"the paper's claim": c.claim})[f"{c.error} error"] = (
+            f"{'holds' if c.holds else 'does not hold'} ({errors_by_depth(c)})")
+    return markdown_table(list(rows.values())) if rows else ""
 
 
 def _figure7_lines(figure: Path, finished) -> list[str]:
@@ -152,25 +149,17 @@ def _duration(seconds: float) -> str:
 def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
     """For runs of the paper's protocol on a stand-in for the official images: what the peer's network, trained on
     the official images, scores on the same stand-in's test images (benchmarks/peer_on_jpeg.md), for scale."""
-    import re
-
-    from .compare import paper_protocol
-
-    measured = {}
-    for line in peer_markdown(benchmarks).splitlines()[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        depth = re.search(r"resnet(\d+)", cells[0]) if len(cells) == 3 else None
-        if depth:
-            measured[int(depth.group(1))] = cells
+    measured = peers_on_jpeg(benchmarks)
+    by_depth = {(p["net"], p["depth"]): p for p in (measured or {}).get("peers", [])}
     lines = []
     for run in runs:
         c = run.config
-        if run.meta["data_source"] != "official" and c["net"] == "resnet" and paper_protocol(c) and c["depth"] in measured:
-            name, reported, jpeg = measured[c["depth"]]
-            lines.append(f"for scale: the peer's ResNet-{c['depth']} ({name}), trained on the official images "
-                         f"({reported}% reported), scores {jpeg}% on these {run.meta['data_source']} test images "
-                         "(benchmarks/peer_on_jpeg.md): a shift between data sets, trained on one and tested on the "
-                         "other, not what training and testing on this data costs")
+        peer = by_depth.get((c["net"], c["depth"]))
+        if run.meta["data_source"] != "official" and peer and paper_protocol(c):
+            lines.append(f"for scale: the peer's ResNet-{c['depth']} ({peer['weights']}), trained on the official "
+                         f"images ({peer['reported']}% reported), scores {peer['error']:.2f}% on these "
+                         f"{run.meta['data_source']} test images (benchmarks/peer_on_jpeg.md): a shift between data "
+                         "sets, trained on one and tested on the other, not what training and testing on this data costs")
     return sorted(set(lines))
 
 
@@ -236,38 +225,32 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
     runs (final test errors, mean over seeds): the degradation problem, deeper ResNets better, the distance to the
     paper with what the data says about it, and how many seeds stand behind them; each marked open while it is."""
     finished = [r for r in load_runs(results_dir) if comparable(r.config)]
+    checked, gaps = claims(finished), paper_gaps(finished)
+    labels = {study: _short_label(runs[0].config) for study, runs in by_study(finished).items()}
     degradation, deeper, distance, seeds = [], [], [], set()
-    for study, runs in by_study(finished).items():
-        label = _short_label(runs[0].config)
-        errors: dict[tuple[str, int], list[tuple[float, float]]] = {}
-        for r in runs:
-            errors.setdefault((r.config["net"], r.config["depth"]), []).append(
-                (r.meta["final_test_error"], r.meta["final_train_error"]))
-        mean = {k: tuple(sum(v) / len(v) for v in zip(*pairs)) for k, pairs in errors.items()}
-        count = {k: len(v) for k, v in errors.items()}
-        if ("plain", 20) in mean and ("plain", 56) in mean:
-            (t20, tr20), (t56, tr56) = mean[("plain", 20)], mean[("plain", 56)]
-            verdict = "yes" if tr56 > tr20 and t56 > t20 else "no" if tr56 <= tr20 and t56 <= t20 else "in part"
-            degradation.append(f"{verdict} at {label}, training error {tr20:.2f}% for plain-20 and {tr56:.2f}% for "
-                               f"plain-56, test error {t20:.2f}% and {t56:.2f}%")
-            seeds.update(count[k] for k in (("plain", 20), ("plain", 56)))
-        depths = sorted(d for n, d in mean if n == "resnet" and d != 1202)
-        if len(depths) >= 2:
-            tests = [mean[("resnet", d)][0] for d in depths]
-            verdict = "yes" if all(a > b for a, b in zip(tests, tests[1:])) else "not at every step"
-            deeper.append(f"{verdict} at {label}, test error " + ", ".join(
-                f"{t:.2f}% for ResNet-{d}" for d, t in zip(depths, tests)))
-            seeds.update(count[("resnet", d)] for d in depths)
-        gaps = [(k, mean[k][0] - PAPER_TEST_ERROR[k]) for k in sorted(mean, key=lambda k: (k[0] != "resnet", k[1]))
-                if k in PAPER_TEST_ERROR and any(paper_protocol(r.config) for r in runs
-                                                 if (r.config["net"], r.config["depth"]) == k)]
-        if gaps:
+    for study, label in labels.items():
+        own = checked[checked.study == study].set_index(["claim", "error"])
+        if (DEGRADATION, "test") in own.index:
+            test, training = own.loc[(DEGRADATION, "test")], own.loc[(DEGRADATION, "training")]
+            verdict = "yes" if test.holds and training.holds else "no" if not (test.holds or training.holds) else "in part"
+            degradation.append(f"{verdict} at {label}, training error " + ", ".join(
+                f"{e:.2f}% for plain-{d}" for d, e in zip(training.depths, training.errors)) + ", test error "
+                + ", ".join(f"{e:.2f}%" for e in test.errors))
+            seeds.add(test.seeds)
+        if (DEEPER_RESNETS, "test") in own.index:
+            test = own.loc[(DEEPER_RESNETS, "test")]
+            deeper.append(f"{'yes' if test.holds else 'not at every step'} at {label}, test error " + ", ".join(
+                f"{e:.2f}% for ResNet-{d}" for d, e in zip(test.depths, test.errors)))
+            seeds.add(test.seeds)
+        own_gaps = gaps[(gaps.study == study) & gaps.paper.notna()]
+        if not own_gaps.empty:
             distance.append(f"at {label}: " + ", ".join(
-                f"{'ResNet' if n == 'resnet' else 'plain'}-{d} {g:+.2f}" for (n, d), g in gaps) + " points")
-            seeds.update(count[k] for k, _ in gaps)
+                f"{g.network} {g.difference:+.2f}" for g in own_gaps.itertuples()) + " points")
+            seeds.update(own_gaps.seeds)
     sentences = [
-        "**The degradation problem** (plain-56 trains worse than plain-20): "
-        + ("; ".join(degradation) if degradation else "not measured yet, no study has finished both") + ".",
+        "**The degradation problem** (deeper plain nets train worse): "
+        + ("; ".join(degradation) if degradation else "not measured yet, no study has finished two plain depths")
+        + ".",
         "**Deeper ResNets do better**: "
         + ("; ".join(deeper) if deeper else "not measured yet, no study has finished two ResNet depths") + ".",
         "**Distance to the paper** (final test error minus the paper's): "
@@ -332,12 +315,26 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
             "[docs/results.md](docs/results.md).")
 
 
+def peers_on_jpeg(benchmarks: str | Path = "benchmarks") -> dict | None:
+    """What benchmarks/peer_on_jpeg.py measured (the peer's networks on the JPEG stand-in's test images), or None
+    before it is measured."""
+    import json
+
+    path = Path(benchmarks) / "peer_on_jpeg.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def peer_rows(summary: dict) -> list[dict]:
+    """The peer table's rows: each network's reported error on the official test set and its error measured."""
+    data = summary["data"]
+    return [{"weights": p["weights"], "reported error % (official test set)": p["reported"],
+             f"measured error % ({data['source']}, {data['n']} images)": f"{p['error']:.2f}"} for p in summary["peers"]]
+
+
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
-    """The peer's weights on the JPEG test set: the table measured by benchmarks/peer_on_jpeg.py."""
-    path = Path(benchmarks) / "peer_on_jpeg.md"
-    if not path.exists():
-        return "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
-    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("|"))
+    """The peer's weights on the JPEG test set, as measured by benchmarks/peer_on_jpeg.py."""
+    measured = peers_on_jpeg(benchmarks)
+    return markdown_table(peer_rows(measured)) if measured else "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
 
 
 def markers(section: str) -> tuple[str, str]:

@@ -502,8 +502,9 @@ def test_the_results_page_shows_each_study_its_figure_table_claims_and_runs_in_p
     assert "not compared with its" not in text  # no sentence per network
     assert "for scale" not in text  # fixture data is no stand-in with a peer measurement
     (tmp_path / "peer-benchmarks").mkdir()
-    (tmp_path / "peer-benchmarks" / "peer_on_jpeg.md").write_text(
-        "# Peer\n\n| weights | reported | measured |\n|---|---|---|\n| akamaster-resnet56.th | 6.61 | 16.80 |\n")
+    (tmp_path / "peer-benchmarks" / "peer_on_jpeg.json").write_text(json.dumps({
+        "data": {"source": "fixture", "checksum": "0" * 64, "n": 10000}, "measured": {},
+        "peers": [{"weights": "akamaster-resnet56.th", "net": "resnet", "depth": 56, "reported": 6.61, "error": 16.8}]}))
     with_peers = results_markdown(fixture_results, "assets", tmp_path / "peer-benchmarks")
     assert with_peers.count("- for scale: the peer's ResNet-56 (akamaster-resnet56.th), trained on the official images "
                             "(6.61% reported), scores 16.80% on these fixture test images (benchmarks/peer_on_jpeg.md): "
@@ -579,7 +580,7 @@ def test_the_readme_says_its_findings_from_the_finished_runs_or_says_they_are_op
 
     empty = summary_markdown(tmp_path / "none", tmp_path / "no-benchmarks").splitlines()
     assert [line.split(": ", 1)[1] for line in empty] == [
-        "not measured yet, no study has finished both.",
+        "not measured yet, no study has finished two plain depths.",
         "not measured yet, no study has finished two ResNet depths.",
         "not measured yet, no run of the paper's protocol (its full schedule) has finished."]
     full = "the paper's schedule (fixture, fp32)"
@@ -588,9 +589,9 @@ def test_the_readme_says_its_findings_from_the_finished_runs_or_says_they_are_op
     fake_run(fixture_results, 12.0, net="resnet", depth=20, schedule="1/8")  # not the paper's protocol: no gap
     lines = summary_markdown(fixture_results, tmp_path / "no-benchmarks").splitlines()
     assert lines[0] == (
-        "- **The degradation problem** (plain-56 trains worse than plain-20): no at the 1/8 schedule (fixture, fp32), "
-        "training error 11.55% for plain-20 and 10.55% for plain-56, test error 13.55% and 12.55%; yes at "
-        f"{full}, training error 7.55% for plain-20 and 11.55% for plain-56, test error 9.55% and 13.55%.")
+        "- **The degradation problem** (deeper plain nets train worse): no at the 1/8 schedule (fixture, fp32), "
+        "training error 11.55% for plain-20, 10.55% for plain-56, test error 13.55%, 12.55%; yes at "
+        f"{full}, training error 7.55% for plain-20, 11.55% for plain-56, test error 9.55%, 13.55%.")
     assert lines[1] == (f"- **Deeper ResNets do better**: yes at {full}, test error 9.05% for ResNet-20, 7.75% "
                         "for ResNet-56.")
     assert lines[2] == (f"- **Distance to the paper** (final test error minus the paper's): at {full}: ResNet-20 "
@@ -782,3 +783,24 @@ def test_the_official_images_scores_join_the_table_and_each_resnet_of_the_peers_
     assert "On official test images" not in summary_markdown(fixture_results, tmp_path / "none")
     assert f"The column *{OFFICIAL_COLUMN}*" in headline_markdown(fixture_results, "assets", bench)
     assert "The column" not in headline_markdown(fixture_results, "assets", tmp_path / "none")
+
+
+def test_the_papers_claims_and_its_numbers_are_computed_once_as_tables(fixture_results):
+    from resnet.compare import DEEPER_RESNETS, DEGRADATION, claims, paper_gaps
+
+    runs = load_runs(fixture_results)
+    checked = claims(runs).set_index(["claim", "error"])
+    assert list(checked.index) == [(DEGRADATION, "test"), (DEGRADATION, "training"), (DEEPER_RESNETS, "test"),
+                                   (DEEPER_RESNETS, "training")]
+    training = checked.loc[(DEGRADATION, "training")]
+    assert training.depths == (20, 56) and training.errors == pytest.approx((7.55, 11.55), abs=0.01)
+    assert training.holds and training.seeds == 1
+    resnets = checked.loc[(DEEPER_RESNETS, "test")]
+    assert resnets.errors == pytest.approx((9.05, 7.75), abs=0.01) and resnets.holds  # ResNet-56: mean of 3 seeds
+    assert resnets.seeds == 1  # the fewest behind one depth: ResNet-20's one
+    gaps = paper_gaps(runs).set_index("network")
+    assert list(gaps.index) == ["ResNet-20", "ResNet-56", "plain-20", "plain-56"]  # option B: not the paper's
+    assert gaps.loc["ResNet-56", "seeds"] == 3 and gaps.loc["ResNet-56", "best"] == pytest.approx(7.0 + 30 * np.exp(-4))
+    assert gaps.loc["ResNet-56", "difference"] == pytest.approx(gaps.loc["ResNet-56", "error"] - 6.97)
+    short = [r for r in runs if r.config["net"] == "plain"]
+    assert paper_gaps([]).empty and claims(short[:1]).empty  # one depth: no claim to check
