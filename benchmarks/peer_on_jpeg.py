@@ -2,7 +2,7 @@
 images) evaluated on the whole JPEG test set, with their own ImageNet normalisation. Written: a JSON summary (what
 the README's table and findings are made from) and a markdown table beside it.
 
-    python -m benchmarks.peer_on_jpeg [--data ../shared/data/cifar10-jpeg.tar.gz] [--out benchmarks/peer_on_jpeg.md]
+    python -m benchmarks.peer_on_jpeg [--data ../shared/data/cifar10-jpeg.tar.gz] [--peers FOLDER] [--out benchmarks/peer_on_jpeg.md]
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(PEERS.parent / "data" / "cifar10-jpeg.tar.gz"))
+    p.add_argument("--peers", default=str(PEERS), help="the folder of akamaster-resnet20.th and akamaster-resnet56.th")
     p.add_argument("--out", default="benchmarks/peer_on_jpeg.md")
     args = p.parse_args(argv)
     ds = load_cifar10(args.data)
@@ -35,7 +36,7 @@ def main(argv=None):
     y = torch.from_numpy(ds.test_y)
     peers = []
     for name, reported in REPORTED.items():
-        model = from_peer_checkpoint(PEERS / name)
+        model = from_peer_checkpoint(Path(args.peers) / name)
         wrong = (predictions(model, x) != y).sum().item()
         peers.append({"weights": name, "net": "resnet", "depth": model.depth, "reported": reported,
                       "error": 100 * wrong / len(x)})
