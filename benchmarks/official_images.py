@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from resnet import from_peer_checkpoint, load_cifar10, load_runs
+from resnet import load_cifar10, load_runs
+from resnet.models import from_peer_checkpoint
 from resnet.evaluation import predictions
 from resnet.files import write_atomic
 from resnet.runs import load_run

@@ -15,7 +15,8 @@ import torch
 from resnet.evaluation import predictions
 from resnet.files import write_atomic
 from resnet.report import peer_rows
-from resnet import from_peer_checkpoint, load_cifar10
+from resnet import load_cifar10
+from resnet.models import from_peer_checkpoint
 
 from .common import environment, markdown_table
 

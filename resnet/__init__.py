@@ -1,25 +1,26 @@
 """Paper-faithful CIFAR-10 ResNets and plain networks (He et al. 2016, section 4.2).
 
-Public API: the settings, the data, the networks, the trainer, results, the cost estimate and figures. The
-figures (matplotlib) are imported on first use, so loading a model (torch.hub) needs torch alone.
+The public API, what a study needs: the settings and the training (``TrainConfig``, ``train``, ``sweep``, the
+notebook's ``study_from_environment`` and the cost estimate), the data and the networks (``load_cifar10``,
+``build_model``), the results (``load_runs``, ``by_study``, ``load_run``, ``pretrained``, ``evaluate``,
+``evaluate_run``) and the paper's table, claims and figures. Everything else is in its module (``resnet.data``,
+``resnet.models``, ...). The figures (matplotlib) and tables (pandas) are imported on first use, so loading a model
+(torch.hub) needs torch alone.
 """
 from .config import TrainConfig
 from .cost import estimate_cost, format_cost
-from .batches import DeviceData, crop_flip, random_crop_flip, to_device
-from .data import CLASSES, Cifar10, DataError, load_cifar10
-from .models import CifarNet, build_model, capture_responses, count_parameters, from_peer_checkpoint
-from .results import ResultsError, by_study, load_runs
-from .runfolder import RunConflict, RunLocked
-from .runs import LoadedRun, evaluate_run, find_run, load_run, pretrained
-from .study import Study, study_from_environment
-from .sweeps import sweep
+from .data import load_cifar10
 from .evaluation import evaluate
-from .trainer import TrainingDiverged, learning_rate, train
+from .models import build_model
+from .results import by_study, load_runs
+from .runs import evaluate_run, load_run, pretrained
+from .study import study_from_environment
+from .sweeps import sweep
+from .trainer import train
 
 # imported on first use: matplotlib (figures) and pandas (tables) are not needed to train or to load a model
-_LAZY = {"figures": ("draw_figure7", "figure7_data", "figure7_runs", "layer_response_std", "plot_figure6",
-                     "plot_figure7", "plot_shortcuts", "plot_studies"),
-         "compare": ("error_table", "findings", "format_table", "paper_protocol", "response_findings")}
+_LAZY = {"figures": ("draw_figure7", "figure7_runs", "plot_studies"),
+         "compare": ("error_table", "findings", "format_table", "response_findings")}
 
 
 def __getattr__(name: str):
@@ -32,10 +33,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "TrainConfig", "estimate_cost", "format_cost",
-    "CLASSES", "Cifar10", "DataError", "DeviceData", "crop_flip", "load_cifar10", "random_crop_flip", "to_device",
-    "CifarNet", "build_model", "capture_responses", "count_parameters", "from_peer_checkpoint",
-    "ResultsError", "by_study", "load_runs",
-    "Study", "study_from_environment", "RunConflict", "RunLocked", "LoadedRun", "evaluate_run", "find_run", "load_run", "pretrained", "sweep",
-    "TrainingDiverged", "evaluate", "learning_rate", "train", *(n for names in _LAZY.values() for n in names),
+    "TrainConfig", "train", "sweep", "study_from_environment", "estimate_cost", "format_cost",
+    "load_cifar10", "build_model",
+    "load_runs", "by_study", "load_run", "pretrained", "evaluate", "evaluate_run",
+    *(n for names in _LAZY.values() for n in names),
 ]

@@ -109,7 +109,8 @@ def test_official_images_scores_each_run_as_it_was_tested_in_training_and_the_pe
     import torch
 
     from benchmarks import official_images
-    from resnet import CifarNet, train
+    from resnet import train
+    from resnet.models import CifarNet
     from resnet.report import official_errors
     from resnet.results import load_runs
 

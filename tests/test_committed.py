@@ -138,7 +138,8 @@ def test_the_peers_official_images_scores_are_those_of_its_weights_on_the_cpu(na
 def test_committed_figure7_numbers_are_those_of_the_committed_weights_on_the_cpu(their_data):
     import numpy as np
 
-    from resnet import figure7_data, figure7_runs
+    from resnet import figure7_runs
+    from resnet.figures import figure7_data
     from resnet.figures import read_figure7_numbers
 
     study, paths = figure7_runs(load_runs(COMMITTED))

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import DataError, crop_flip, load_cifar10, random_crop_flip, to_device
+from resnet import load_cifar10
+from resnet.batches import crop_flip, random_crop_flip, to_device
+from resnet.data import DataError
 from resnet.batches import PAD, Batches, BatchSampler, balanced_subset, validation_split
 from resnet.data import CLASSES
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resnet import CifarNet, TrainConfig, build_model, capture_responses, count_parameters, from_peer_checkpoint
+from resnet import TrainConfig, build_model
+from resnet.models import CifarNet, capture_responses, count_parameters, from_peer_checkpoint
 from resnet.models import Block, Projection, ZeroPadShortcut
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from resnet import (TrainConfig, build_model, error_table, findings, format_table, layer_response_std, load_runs,
-                    plot_figure6, plot_figure7, plot_shortcuts, pretrained, response_findings)
+from resnet import (TrainConfig, build_model, error_table, findings, format_table, load_runs, pretrained,
+                    response_findings)
+from resnet.figures import layer_response_std, plot_figure6, plot_figure7, plot_shortcuts
 from resnet.cli import main
 from resnet.results import CSV_COLUMNS, ResultsError, read_csv, read_meta, write_csv, write_meta
 
@@ -97,7 +98,7 @@ def test_figure7_from_tiny_models(tmp_path):
         stds[net] = layer_response_std(models[net], x, batch_size=20)
         assert stds[net].shape == (13,) and (stds[net] > 0).all()
     # batching does not change the statistic: compare with one pass over all images
-    from resnet import capture_responses
+    from resnet.models import capture_responses
 
     model = models["plain"]
     with capture_responses(model) as captured, torch.no_grad():

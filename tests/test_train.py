@@ -6,7 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet import RunConflict, TrainConfig, TrainingDiverged, evaluate_run, learning_rate, sweep, to_device, train
+from resnet import TrainConfig, evaluate_run, sweep, train
+from resnet.batches import to_device
+from resnet.runfolder import RunConflict
+from resnet.trainer import TrainingDiverged, learning_rate
 from resnet.checkpoint import CheckpointError
 from resnet.runfolder import finished_meta
 from resnet.results import CSV_COLUMNS, read_csv, read_meta

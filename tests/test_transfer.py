@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from resnet import RunConflict, train
+from resnet import train
+from resnet.runfolder import RunConflict
 from resnet.cli import main
 from resnet.transfer import export_study, import_study
 
