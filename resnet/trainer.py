@@ -217,7 +217,10 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
                     p.warmup_end = p.iteration
                 warm.zero_()
         if p.iteration % cfg.eval_every == 0 or p.iteration == cfg.total_iterations:
-            p.rows.append(_evaluation_row(cfg, model, data, window, lr, timer, run_dir, meta, p))
+            train_sums = window.tolist()  # the loss sum and wrong predictions since the last row: a host sync
+            window.zero_()
+            _stop_if_diverged(cfg, train_sums[0], p, run_dir, meta)
+            p.rows.append(_evaluation_row(cfg, model, data, train_sums, lr, timer, p))
             results.write_csv(p.rows, run_dir / results.CSV_FILE)
             bar.set_postfix(train_err=f"{p.rows[-1]['train_error']:.2f}", test_err=f"{p.rows[-1]['test_error']:.2f}")
             if p.iteration == cfg.total_iterations:
@@ -230,7 +233,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
             stopping = (deadline is not None and clock() > deadline) or _asked(asked)
             if not stopping:
                 continue
-            _check_finite(cfg, window, p, run_dir, meta)
+            _stop_if_diverged(cfg, window[0].item(), p, run_dir, meta)
         if p.iteration % cfg.checkpoint_every == 0 or stopping:
             p.warm, p.window = warm.item(), window.tolist()
             timer.tick()
@@ -307,12 +310,11 @@ class _Timer:
         self.p.wall_s = self.wall_before + clock() - self.session_start
 
 
-def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, window: torch.Tensor, lr: float, timer: _Timer,
-                    run_dir: Path, meta: dict, p: Progress) -> dict:
-    """log.csv's row at this evaluation point; the training window is read and reset. A non-finite training
-    loss stops the run (status 'diverged'), keeping the rows and checkpoint so far."""
-    loss_sum, wrong_sum = _check_finite(cfg, window, p, run_dir, meta)
-    window.zero_()
+def _evaluation_row(cfg: TrainConfig, model, data: DeviceData, train_sums: list[float], lr: float, timer: _Timer,
+                    p: Progress) -> dict:
+    """log.csv's row at this evaluation point, from the training loss and wrong predictions summed since the last
+    row (``train_sums``) and an evaluation of the test (and validation) images."""
+    loss_sum, wrong_sum = train_sums
     seen = (p.iteration - _last_row(p)) * cfg.batch_size
     test_loss, test_error = evaluate(model, data.test_x, data.test_y, cfg.precision)
     val_loss, val_error = (evaluate(model, data.val_x, data.val_y, cfg.precision)
@@ -333,10 +335,9 @@ def _asked(asked: dict | None) -> bool:
     return asked is not None and asked["signal"] is not None
 
 
-def _check_finite(cfg: TrainConfig, window: torch.Tensor, p: Progress, run_dir: Path, meta: dict) -> list[float]:
-    """The window's (loss sum, wrong); a non-finite loss stops the run (status 'diverged'), keeping the rows and
-    the last checkpoint, which was made before it."""
-    loss_sum, wrong_sum = window.tolist()
+def _stop_if_diverged(cfg: TrainConfig, loss_sum: float, p: Progress, run_dir: Path, meta: dict):
+    """A non-finite training loss (summed since the last row) stops the run: run.json says 'diverged', the rows so
+    far and the last checkpoint, made before it, are kept, and TrainingDiverged says so."""
     if not math.isfinite(loss_sum):
         meta["status"] = "diverged"
         results.write_meta(meta, run_dir / results.META_FILE)
@@ -347,7 +348,6 @@ def _check_finite(cfg: TrainConfig, window: torch.Tensor, p: Progress, run_dir: 
         raise TrainingDiverged(
             f"{cfg.name}: training loss became {loss_sum / seen} between iterations {_last_row(p)} and "
             f"{p.iteration}; kept the rows so far in {run_dir / results.CSV_FILE} and {kept}")
-    return [loss_sum, wrong_sum]
 
 
 def _finish(model, run_dir: Path, meta: dict, p: Progress) -> dict:
