@@ -258,14 +258,16 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
                                                  "schedule) has finished") + "."]
     stand_in = sorted({r.meta["data_source"] for r in finished if r.meta["data_source"] != "official"
                        and paper_protocol(r.config)})
+    official = official_comparisons(finished, benchmarks)
     if distance and stand_in:
         peer = [line for line in _beside_peers([r for r in finished if r.config["depth"] == 20
                                                 and r.meta["data_source"] in stand_in], benchmarks)]
         sentences.append(
             f"**The data**: these runs trained and were tested on {', '.join(stand_in)}, not the official images, so "
-            "a gap to the paper mixes what the data loses with what the reproduction may miss; only a run on the "
-            "official data separates the two." + (f" For scale, {peer[0].removeprefix('for scale: ')}." if peer else ""))
-    official = official_comparisons(finished, benchmarks)
+            "a gap to the paper mixes what the data loses with what the reproduction may miss; only a run trained on "
+            "the official data separates the two" + (", though the same networks on official test images (below) "
+                                                     "show what the test images alone account for" if official else "")
+            + "." + (f" For scale, {peer[0].removeprefix('for scale: ')}." if peer else ""))
     if official:
         sentences.append("**On official test images** (0–999, lossless, n = 1,000; scored, never trained on): "
                          + "; ".join(line.split(": ", 1)[1].removesuffix(" (benchmarks/official_images.md)")
