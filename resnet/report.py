@@ -149,8 +149,8 @@ def _duration(seconds: float) -> str:
 def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
     """For runs of the paper's protocol on a stand-in for the official images: what the peer's network, trained on
     the official images, scores on the same stand-in's test images (benchmarks/peer_on_jpeg.md), for scale."""
-    measured = peers_on_jpeg(benchmarks)
-    by_depth = {(p["net"], p["depth"]): p for p in (measured or {}).get("peers", [])}
+    peers = peers_on_jpeg(benchmarks)
+    by_depth = {(p["net"], p["depth"]): p for p in (peers or {}).get("peers", [])}
     lines = []
     for run in runs:
         c = run.config
@@ -166,23 +166,28 @@ def _beside_peers(runs, benchmarks: str | Path) -> list[str]:
 OFFICIAL_IMAGES = "official_images.json"  # benchmarks/official_images.py: every committed run on official test images
 
 
+def _benchmark_json(benchmarks: str | Path, name: str) -> dict | None:
+    """A benchmark's JSON summary under ``benchmarks``, or None before it is measured."""
+    import json
+
+    path = Path(benchmarks) / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def official_images(benchmarks: str | Path = "benchmarks") -> dict | None:
     """What benchmarks/official_images.py measured (the committed runs and the peer's networks on official test
     images 0–999, each with its error and wrong images), or None before it is measured."""
-    import json
-
-    path = Path(benchmarks) / OFFICIAL_IMAGES
-    return json.loads(path.read_text()) if path.exists() else None
+    return _benchmark_json(benchmarks, OFFICIAL_IMAGES)
 
 
 def _scored(runs, benchmarks) -> tuple[dict | None, dict[str, dict]]:
     """The official-images measurement and its entries for ``runs``, by "study/name", of the weights now saved
     (a run retrained since it was scored is left out: scored again by ``python -m benchmarks.official_images``)."""
-    measured = official_images(benchmarks)
-    if measured is None:
+    scores = official_images(benchmarks)
+    if scores is None:
         return None, {}
     saved = {f"{r.study}/{r.path.name}": r.meta.get("weights_sha256") for r in runs}
-    return measured, {e["run"]: e for e in measured["runs"] if saved.get(e["run"]) == e["weights_sha256"]}
+    return scores, {e["run"]: e for e in scores["runs"] if saved.get(e["run"]) == e["weights_sha256"]}
 
 
 def official_errors(runs, benchmarks: str | Path = "benchmarks") -> dict[str, float]:
@@ -193,19 +198,19 @@ def official_errors(runs, benchmarks: str | Path = "benchmarks") -> dict[str, fl
 def official_comparisons(runs, benchmarks: str | Path = "benchmarks") -> list[str]:
     """For each ResNet of the paper's protocol at a depth of the peer's networks: it and the peer's network,
     trained on the official images, on the same official test images 0–999, paired over the images."""
-    measured, scored = _scored(runs, benchmarks)
-    if measured is None:
+    scores, scored = _scored(runs, benchmarks)
+    if scores is None:
         return []
-    n, lines = measured["images"]["n"], []
+    n, lines = scores["images"]["n"], []
     for run in sorted(runs, key=lambda r: (r.config["depth"], r.config["seed"])):
         c, entry = run.config, scored.get(f"{run.study}/{run.path.name}")
-        peer = next((p for p in measured["peers"] if (p["net"], p["depth"]) == (c["net"], c["depth"])), None)
+        peer = next((p for p in scores["peers"] if (p["net"], p["depth"]) == (c["net"], c["depth"])), None)
         if entry is None or peer is None or not paper_protocol(c):
             continue
         d = paired_difference(entry["wrong"], peer["wrong"], n)
         verdict = "distinguishable" if d["low"] > 0 or d["high"] < 0 else "not distinguishable"
         lines.append(
-            f"on {measured['images']['what']} (n = {n:,}): {run.meta['name']} (trained on {run.meta['data_source']}) "
+            f"on {scores['images']['what']} (n = {n:,}): {run.meta['name']} (trained on {run.meta['data_source']}) "
             f"{entry['error']:.1f}%, the peer's ResNet-{c['depth']} ({peer['weights']}, trained on the official "
             f"images) {peer['error']:.1f}%: {d['difference']:+.1f} points (95% interval {d['low']:+.1f} to "
             f"{d['high']:+.1f}, paired over the images; McNemar p = {d['p']:.2g}), {verdict} "
@@ -320,10 +325,7 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
 def peers_on_jpeg(benchmarks: str | Path = "benchmarks") -> dict | None:
     """What benchmarks/peer_on_jpeg.py measured (the peer's networks on the JPEG stand-in's test images), or None
     before it is measured."""
-    import json
-
-    path = Path(benchmarks) / "peer_on_jpeg.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return _benchmark_json(benchmarks, "peer_on_jpeg.json")
 
 
 def peer_rows(summary: dict) -> list[dict]:
@@ -335,8 +337,8 @@ def peer_rows(summary: dict) -> list[dict]:
 
 def peer_markdown(benchmarks: str | Path = "benchmarks") -> str:
     """The peer's weights on the JPEG test set, as measured by benchmarks/peer_on_jpeg.py."""
-    measured = peers_on_jpeg(benchmarks)
-    return markdown_table(peer_rows(measured)) if measured else "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
+    peers = peers_on_jpeg(benchmarks)
+    return markdown_table(peer_rows(peers)) if peers else "Not measured yet (`python -m benchmarks.peer_on_jpeg`)."
 
 
 def markers(section: str) -> tuple[str, str]:
