@@ -8,7 +8,7 @@ dependencies = ["torch"]
 
 from resnet.config import network_name  # noqa: E402
 from resnet.models import CifarNet  # noqa: E402
-from resnet.runs import pretrained as _pretrained  # noqa: E402
+from resnet.results import pretrained as _pretrained  # noqa: E402
 
 
 def _entry(net: str, depth: int):

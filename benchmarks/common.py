@@ -7,8 +7,8 @@ import time
 import torch
 
 from resnet.report import markdown_table  # noqa: F401 - the benchmarks' table format
-from resnet.provenance import device_name, git_commit, versions
-from resnet.evaluation import resolve_device
+from resnet.trainer import device_name, git_commit, versions
+from resnet.steps import resolve_device
 
 
 def environment(device: str = "auto") -> dict:

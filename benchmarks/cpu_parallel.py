@@ -1,6 +1,6 @@
 """Runs side by side on the CPU: one run with every thread, against N runs at once with 1/N of the threads each
 (what ``sweep --parallel N`` does on a CPU), per network: the training step and the evaluation, timed as the
-notebook's cost estimate times them (resnet.cost), all N processes at once.
+notebook's cost estimate times them (resnet.sweeps), all N processes at once.
 
     python -m benchmarks.cpu_parallel [--runs 2] [--precision bf16] [--depths 20 56 110] [--data PATH] [--out benchmarks/cpu_parallel.md]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from resnet.files import write_atomic
 from resnet import TrainConfig
-from resnet.placement import cpu_threads_per_run
+from resnet.sweeps import cpu_threads_per_run
 
 from .common import environment, markdown_table
 
@@ -28,8 +28,8 @@ def time_alone(cfg: TrainConfig, threads: int, iterations: int) -> dict:
     """Seconds per iteration and per evaluation of ``cfg`` in this process, with ``threads`` threads."""
     import torch
 
-    from resnet.batches import device_data
-    from resnet.cost import time_network
+    from resnet.data import device_data
+    from resnet.sweeps import time_network
 
     torch.set_num_threads(threads)
     per_it, per_eval = time_network(cfg, device_data(cfg, torch.device("cpu")), iterations)

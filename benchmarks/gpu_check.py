@@ -29,13 +29,11 @@ from pathlib import Path
 import torch
 
 from resnet import TrainConfig, sweep, train
-from resnet.cost import time_network
+from resnet.sweeps import measure_runs_per_gpu, most_runs_per_gpu, time_network
 from resnet.files import write_atomic
-from resnet.placement import measure_runs_per_gpu, most_runs_per_gpu
-from resnet.batches import Batches, device_data
+from resnet.data import Batches, device_data
 from resnet.results import read_csv
-from resnet.steps import make_step, memory_format
-from resnet.evaluation import evaluate, resolve_device
+from resnet.steps import evaluate, make_step, memory_format, resolve_device
 from resnet.trainer import build, learning_rate
 
 from .common import environment, markdown_table

@@ -25,9 +25,9 @@ import torch
 
 from resnet import load_cifar10, load_runs
 from resnet.models import from_peer_checkpoint
-from resnet.evaluation import predictions
+from resnet.steps import predictions
 from resnet.files import write_atomic
-from resnet.runs import load_run
+from resnet.results import load_run
 
 from .common import environment, markdown_table
 from .peer_on_jpeg import IMAGENET_MEAN, IMAGENET_STD, PEERS

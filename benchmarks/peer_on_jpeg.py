@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from resnet.evaluation import predictions
+from resnet.steps import predictions
 from resnet.files import write_atomic
 from resnet.report import peer_rows
 from resnet import load_cifar10

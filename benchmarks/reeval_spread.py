@@ -34,8 +34,8 @@ def evaluate_all(run_dirs: list[str], data: str, precisions: list[str]) -> list[
     """Each run's wrong test images in this process, in each of ``precisions`` with 1 and 2 threads."""
     import torch
 
-    from resnet.runs import load_run
-    from resnet.evaluation import evaluate
+    from resnet.results import load_run
+    from resnet.steps import evaluate
 
     found = []
     for run_dir in run_dirs:

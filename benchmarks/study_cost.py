@@ -1,5 +1,5 @@
 """What the ten-network study costs on this machine, at the paper's schedule and at 1/8 of it: the notebook's cost
-estimate (resnet.cost: a few timed training iterations and a timed evaluation per network), for a study from scratch.
+estimate (resnet.sweeps: a few timed training iterations and a timed evaluation per network), for a study from scratch.
 
     python -m benchmarks.study_cost [--precision bf16] [--device auto] [--data PATH] [--out benchmarks/study_cost_<cpu|cuda>_<precision>.md]
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from resnet.files import write_atomic
 from resnet import TrainConfig
-from resnet.cost import estimate_cost
+from resnet.sweeps import estimate_cost
 
 from .common import environment, markdown_table
 

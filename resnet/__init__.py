@@ -8,14 +8,12 @@ notebook's ``study_from_environment`` and the cost estimate), the data and the n
 (torch.hub) needs torch alone.
 """
 from .config import TrainConfig
-from .cost import estimate_cost, format_cost
 from .data import load_cifar10
-from .evaluation import evaluate
 from .models import build_model
-from .results import by_study, load_runs
-from .runs import evaluate_run, load_run, pretrained
+from .results import by_study, evaluate_run, load_run, load_runs, pretrained
+from .steps import evaluate
 from .study import study_from_environment
-from .sweeps import sweep
+from .sweeps import estimate_cost, format_cost, sweep
 from .trainer import train
 
 # imported on first use: matplotlib (figures) and pandas (tables) are not needed to train or to load a model

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig
-from .placement import parse_runs_at_once
+from .sweeps import parse_runs_at_once
 
 SWEPT = ("net", "depth", "seed")  # given as lists to `sweep`
 
@@ -184,7 +184,7 @@ def _sweep(args) -> int | None:
 
 def _evaluate(args) -> int | None:
     """Re-evaluate saved runs on their test images, one JSON line each."""
-    from .runs import evaluate_run
+    from .results import evaluate_run
 
     for run in args.runs:
         print(json.dumps(evaluate_run(run, args.data, args.device)))
@@ -231,7 +231,7 @@ def _report(args) -> int | None:
 def _check_study(args) -> int | None:
     """Whether the notebook's study can train: its data loaded (or downloaded) now."""
     from .data import load_cifar10
-    from .runfolder import finished_meta
+    from .results import finished_meta
     from .study import study_from_environment
 
     study = study_from_environment()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from .config import TrainConfig, identity_fields, network_label, schedule_label, study_label
+from .config import (TrainConfig, comparable, identity_fields, network_label, paper_protocol, schedule_label,
+                     study_label)
 from .results import Run, by_study
 
 if TYPE_CHECKING:  # pandas is imported where tables are made: loading a model needs torch alone
@@ -30,28 +31,6 @@ PEER_TEST_ERROR = {
     "nabla0001 (final, mean of 5)": {("resnet", 20): 8.51, ("resnet", 56): 7.40, ("resnet", 110): 7.14,
                                      ("plain", 20): 9.78, ("plain", 56): 12.95},
 }
-
-
-# The settings that make a run the paper's protocol (section 4.2) when they keep their defaults.
-PROTOCOL_FIELDS = ("batch_size", "iterations", "lr", "milestones", "lr_decay", "momentum", "weight_decay", "warmup",
-                   "warmup_lr", "warmup_until_error", "warmup_max_iterations", "schedule", "train_subset",
-                   "test_subset", "val_size")
-
-
-def paper_protocol(config: dict) -> bool:
-    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, the paper's full schedule and
-    optimiser, trained on all training images and tested on all test images (the data source is labelled
-    beside, not judged, here)."""
-    cfg, paper = TrainConfig.from_dict(config), TrainConfig()
-    return (cfg.net == "plain" or cfg.shortcut == "A") and all(
-        getattr(cfg, f) == getattr(paper, f) for f in PROTOCOL_FIELDS)
-
-
-def comparable(config: dict) -> bool:
-    """A run whose curves and claims can be set beside the paper's within its study: plain or option A, no
-    validation split, all training and test images (any schedule, data or precision)."""
-    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size") and not (
-        config.get("train_subset") or config.get("test_subset"))
 
 
 def in_trend(net: str, depth: int) -> bool:

@@ -277,3 +277,25 @@ def config_to_args(cfg: TrainConfig) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
+
+
+# The settings that make a run the paper's protocol (section 4.2) when they keep their defaults.
+PROTOCOL_FIELDS = ("batch_size", "iterations", "lr", "milestones", "lr_decay", "momentum", "weight_decay", "warmup",
+                   "warmup_lr", "warmup_until_error", "warmup_max_iterations", "schedule", "train_subset",
+                   "test_subset", "val_size")
+
+
+def paper_protocol(config: dict) -> bool:
+    """A run comparable with the paper's Figure 6 / Table 6: plain or option A, the paper's full schedule and
+    optimiser, trained on all training images and tested on all test images (the data source is labelled
+    beside, not judged, here)."""
+    cfg, paper = TrainConfig.from_dict(config), TrainConfig()
+    return (cfg.net == "plain" or cfg.shortcut == "A") and all(
+        getattr(cfg, f) == getattr(paper, f) for f in PROTOCOL_FIELDS)
+
+
+def comparable(config: dict) -> bool:
+    """A run whose curves and claims can be set beside the paper's within its study: plain or option A, no
+    validation split, all training and test images (any schedule, data or precision)."""
+    return (config["net"] == "plain" or config["shortcut"] == "A") and not config.get("val_size") and not (
+        config.get("train_subset") or config.get("test_subset"))

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from .models import CifarNet, capture_responses
-from .config import network_label, study_label
+from .config import TrainConfig, comparable, network_label, study_label
 from .files import write_atomic
-from .compare import comparable, in_trend, one_per_network
-from .results import Run, by_study
+from .compare import in_trend, one_per_network
+from .results import META_FILE, Run, by_study, load_run, read_meta
 
 # One colour per network, the same in Figures 6 and 7 (the ResNets' as in the paper's Figure 6)
 NETWORK_COLORS = {("resnet", 20): "tab:olive", ("resnet", 32): "tab:cyan", ("resnet", 44): "tab:green",
@@ -104,7 +104,6 @@ FIGURE7_NETWORKS = (("plain", 20), ("plain", 56), ("resnet", 20), ("resnet", 56)
 def figure7_runs(runs: list[Run]) -> tuple[str | None, list[Path]]:
     """Figure 7's networks (plain-20/56, ResNet-20/56/110, option A, lowest seed) from the study with the longest
     schedule among ``runs``: (that study, its run folders)."""
-    from .config import TrainConfig
 
     studies = by_study([r for r in runs if (r.config["net"], r.config["depth"]) in FIGURE7_NETWORKS])
     if not studies:
@@ -209,7 +208,6 @@ def plot_figure7(stds: dict[str, np.ndarray], path: str | Path | None = None, no
 def figure7_data(run_dirs: list[str | Path], data: str | None = None, device: str = "auto") -> dict:
     """Figure 7's numbers for saved runs, with what they come from (JSON-ready): for each network its run folder
     (``<study>/<name>``), the sha256 of its weights and the std per layer; and the test images used."""
-    from .runs import load_run
 
     networks, used = [], set()
     for run_dir in map(Path, run_dirs):
@@ -268,7 +266,6 @@ def draw_figure7(run_dirs: list[str | Path], path: str | Path | None = None, dat
 
 def saved_figure7_numbers(run_dirs: list[str | Path], path: str | Path | None) -> dict | None:
     """The numbers saved beside ``path`` if they are of exactly these runs' weights, else None."""
-    from .results import META_FILE, read_meta
 
     if path is None or not Path(path).with_suffix(".json").exists():
         return None

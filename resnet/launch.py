@@ -14,7 +14,7 @@ from pathlib import Path
 import submitit
 
 from .config import TrainConfig
-from .runfolder import finished_meta
+from .results import finished_meta
 
 LAUNCHERS = ("local", "slurm")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import TrainConfig, schedule_label, study_label
-from .compare import (DEEPER_RESNETS, DEGRADATION, OFFICIAL_COLUMN, claims, comparable, error_table,
-                      errors_by_depth, paired_difference, paper_gaps, paper_protocol)
+from .config import TrainConfig, comparable, paper_protocol, schedule_label, study_label
+from .compare import (DEEPER_RESNETS, DEGRADATION, OFFICIAL_COLUMN, claims, error_table,
+                      errors_by_depth, paired_difference, paper_gaps)
 from .files import write_atomic
 from .results import CHECKPOINT_FILE, by_study, load_runs
 

@@ -4,27 +4,44 @@ Runs live in ``<results>/<study>/<run>/`` (a study: one data source, schedule an
 A run folder holds ``log.csv`` (CSV_COLUMNS, one row per evaluation),
 ``run.json`` (META_FIELDS) and, once finished, ``weights.pt``; while unfinished, ``checkpoint.pt``; while a process
 trains it, ``train.lock``; trained by a parallel sweep, ``train.log``. Their names are declared here alone.
+
+A run's folder, ``<results>/<study>/<name>/``: whether it already holds this run, and who is training it.
+
+A folder holds one run; the settings of a run's identity (``config.identity_fields``) and the data's name must
+match for a folder to be reused, and one process at a time trains it (an flock on ``train.lock``).
+
+Finished runs: finding them, loading their weights (verified), and evaluating them again.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import hashlib
+import io
 import json
 import math
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, identity_fields, network_name, paper_protocol, source_name, study_label
+from .data import DataError, DeviceData, cached_source, device_data
 from .files import write_atomic
+from .models import CifarNet, build_model
+from .steps import evaluate, resolve_device
+
 
 if TYPE_CHECKING:  # pandas is imported where tables are read or made: loading a model needs torch alone
     import pandas as pd
 
 CSV_FILE, META_FILE, WEIGHTS_FILE = "log.csv", "run.json", "weights.pt"
-CHECKPOINT_FILE = "checkpoint.pt"  # an unfinished run's state (checkpoint.py), removed once it finishes
-LOCK_FILE = "train.lock"  # held by the process training the run (runfolder.run_lock)
+CHECKPOINT_FILE = "checkpoint.pt"  # an unfinished run's state (``trainer.save_checkpoint``), removed once it finishes
+LOCK_FILE = "train.lock"  # held by the process training the run (``run_lock``)
 LOG_FILE = "train.log"  # a parallel sweep's run: its process's output
 
 # column: meaning (units). Rows are written at every evaluation point.
@@ -261,3 +278,193 @@ def by_study(runs: list[Run]) -> dict[str, list[Run]]:
     for run in sorted(runs, key=lambda r: r.study):
         studies.setdefault(run.study, []).append(run)
     return studies
+
+
+class RunConflict(RuntimeError):
+    """A results folder already holds a different run under the same name."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is training this run."""
+
+
+def differences(recorded: TrainConfig, requested: TrainConfig) -> list[str]:
+    """What makes ``requested`` another run than ``recorded``, one phrase per setting ([] for the same run).
+
+    The folder holding the data may differ between machines; the data's name may not (official vs the JPEG
+    stand-in), nor any setting of the run's identity (the device and checkpoint interval are not)."""
+    diffs = [] if source_name(recorded.data) == source_name(requested.data) else [
+        f"data {source_name(recorded.data)!r} (asked for {source_name(requested.data)!r})"]
+    for name in identity_fields():
+        was, asked = getattr(recorded, name), getattr(requested, name)
+        if name != "data" and was != asked:
+            diffs.append(f"{name} {was!r} (asked for {asked!r})")
+    return diffs
+
+
+def finished_meta(cfg: TrainConfig, results_dir: str | Path) -> dict | None:
+    """The metadata of ``cfg``'s finished run in ``results_dir``, or None when it is missing or unfinished.
+
+    Raises RunConflict when the folder holds a run of that name with other settings or other data.
+    """
+    meta_path = cfg.run_dir(results_dir) / META_FILE
+    if not meta_path.exists():
+        return None
+    meta = read_meta(meta_path)
+    diffs = differences(TrainConfig.from_dict(meta["config"]), cfg)
+    if diffs:
+        raise RunConflict(f"{meta_path.parent} holds a run with other settings: {'; '.join(diffs)}. "
+                          "Move it away or choose another results folder")
+    return meta if meta["status"] == "finished" else None
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold the run folder's exclusive lock while training it; a second process is refused, told which holds it.
+
+    An flock, released by the kernel on any exit of its process (a crash or kill -9 included), so no lock
+    outlives its process and none needs clearing by hand. The file names its holder, for the message.
+    """
+    import fcntl
+
+    path = Path(run_dir) / LOCK_FILE
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunLocked(f"{run_dir} is being trained by {holder}; wait for it to stop, or stop it") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {platform.node()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.seek(0)
+        handle.truncate()
+        handle.close()  # releases the lock
+
+
+@dataclass
+class LoadedRun:
+    """A finished run's trained network (eval mode, on ``device``) and its metadata."""
+
+    model: CifarNet
+    meta: dict
+    device: torch.device
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.meta["config"])
+
+    def data(self, source: str | None = None) -> DeviceData:
+        """The run's own data (its subsets and split), or the same images of another ``source``; the per-pixel mean
+        is that of the source's training images (as in training when the source is the run's own). See
+        ``own_source`` for where the run's own data is looked for."""
+        cfg = dataclasses.replace(self.config, data=source or own_source(self.meta))
+        dd = device_data(cfg, self.device)
+        if source is None and cfg.data != self.meta["config"]["data"] and dd.checksum != self.meta["data_checksum"]:
+            from .data import DataError
+
+            raise DataError(f"RESNET_DATA ({cfg.data}) is not the data {self.meta['name']} was trained on: its "
+                            f"images' sha256 is {dd.checksum[:12]}…, the run's {self.meta['data_checksum'][:12]}… "
+                            f"({self.meta['data_source']}); pass --data to evaluate on other images on purpose")
+        return dd
+
+
+def own_source(meta: dict) -> str:
+    """Where a run's own data is on this machine: the path run.json records, else RESNET_DATA (a copy moved
+    elsewhere, or on another machine), else the cache's decoded copy of the images of the run's checksum, else a
+    DataError naming the data by name and checksum."""
+    import os
+
+
+    recorded = meta["config"]["data"]
+    if recorded == "official" or Path(recorded).exists():
+        return recorded
+    elsewhere = os.environ.get("RESNET_DATA", "")
+    if elsewhere and Path(elsewhere).exists():
+        return elsewhere  # its checksum is compared with the run's by whoever evaluates (``same_data``)
+    cached = cached_source(meta["data_checksum"])
+    if cached is not None:
+        return str(cached)
+    raise DataError(f"the data {meta['name']} was trained on ({meta['data_source']}, decoded images' sha256 "
+                    f"{meta['data_checksum'][:12]}…) is not at {recorded} on this machine, nor in the data cache: "
+                    "pass --data (or set RESNET_DATA to) a copy of it")
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """The finished run in ``run_dir``: its weights, checked against the sha256 in run.json, in a fresh network."""
+    run_dir, device = Path(run_dir), resolve_device(str(device))
+    meta = read_meta(run_dir / META_FILE)
+    if meta["status"] != "finished":
+        raise ValueError(f"{run_dir}: run is {meta['status']}, not finished")
+    path = run_dir / WEIGHTS_FILE
+    raw = path.read_bytes()
+    if "weights_sha256" in meta and hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
+        raise ResultsError(f"{path}: damaged (its sha256 is not the one {META_FILE} records); "
+                                   "restore it from git or retrain the run")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise ResultsError(f"{path}: unreadable weights (damaged, truncated or not a state dict: "
+                                   f"{type(e).__name__}); restore it from git or retrain the run") from e
+    model = build_model(TrainConfig.from_dict(meta["config"]))
+    model.load_state_dict(state)
+    return LoadedRun(model.to(device).eval(), meta, device)
+
+
+def evaluate_run(run_dir: str | Path, data: str | None = None, device: str = "auto",
+                 precision: str | None = None) -> dict:
+    """Test error of a finished run's saved weights, on its own data source or on ``data``, in the run's own
+    precision or in ``precision``."""
+    run = load_run(run_dir, device)
+    dd = run.data(data)
+    loss, error = evaluate(run.model, dd.test_x, dd.test_y, precision or run.config.precision)
+    return {"name": run.meta["name"], "data_source": dd.source, "data_checksum": dd.checksum, "test_loss": loss,
+            "test_error": error, "recorded_test_error": run.meta["final_test_error"],
+            "same_data": dd.checksum == run.meta["data_checksum"]}
+
+
+def find_run(name: str, results_dir: str | Path | None = None, study: str | None = None) -> Path:
+    """The folder of a finished run by run name ('resnet56-seed0') or network ('resnet56', 'resnet20B').
+
+    Looked for in every study under ``results_dir`` (default: the committed results) or in ``study`` only; where
+    several hold it, a run of the paper's protocol wins, then the longest schedule, then the official data, then
+    the lowest seed.
+    """
+
+    root = Path(results_dir) if results_dir is not None else Path(__file__).resolve().parent.parent / "results"
+    studies = [root / study] if study else sorted(p for p in root.glob("*") if p.is_dir())
+    candidates = []
+    for folder in studies:
+        for meta_path in folder.glob(f"*/{META_FILE}"):
+            meta = read_meta(meta_path)
+            cfg = TrainConfig.from_dict(meta["config"])
+            if meta["status"] == "finished" and name in (cfg.name, network_name(cfg.net, cfg.depth, cfg.shortcut)):
+                candidates.append(((not paper_protocol(meta["config"]), -cfg.total_iterations,
+                                    meta["data_source"] != "official", cfg.seed, folder.name), meta_path.parent))
+    if not candidates:
+        available = sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob(f"*/*/{META_FILE}"))
+        raise FileNotFoundError(f"no finished run named {name!r} in {root}; available: {available or 'none'}")
+    return min(candidates)[1]
+
+
+def pretrained(name: str, results_dir: str | Path | None = None, device="cpu", study: str | None = None,
+               quiet: bool = False) -> CifarNet:
+    """A committed model (eval mode) by run name or network; see ``find_run`` for which run is chosen, which is
+    said on stderr (unless ``quiet``) and kept as the model's ``run`` attribute (its folder)."""
+    import sys
+
+    path = find_run(name, results_dir, study)
+    run = load_run(path, device)
+    run.model.run = path
+    if not quiet:
+        config = run.meta["config"]
+        protocol = "" if paper_protocol(config) else ", not the paper's protocol"
+        print(f"{name}: the weights of {path.parent.name}/{path.name} ({study_label(config)}{protocol}; test error "
+              f"{run.meta['final_test_error']:.2f}% on {run.meta['data_source']})", file=sys.stderr)
+    return run.model

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
-from .placement import parse_runs_at_once
+from .sweeps import parse_runs_at_once
 
 NETWORKS = tuple((net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))  # Figure 6's ten
 

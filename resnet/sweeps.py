@@ -1,20 +1,49 @@
 """Sweeps: every missing run of a list, in order, one at a time or several at once (e.g. small networks filling
-one GPU), within a time limit, resumable by running the same sweep again."""
+one GPU), within a time limit, resumable by running the same sweep again.
+
+Where a parallel sweep's runs go, and how many share a GPU.
+
+Each run takes a share of one GPU: 1/N with ``--parallel N``; with ``--parallel auto`` (the default), 1/k for a
+network the GPU trains k at once without slowing the set down (``runs_per_gpu``). A run starts on the least
+loaded GPU with room for its share, the GPUs filled before doubling up, in the sweep's order.
+
+How k is chosen: a small network's step leaves most of a large GPU idle (its time goes to launching kernels, not
+to running them), so runs side by side cost little more than one. The measurement that says so without starting
+processes is the step at a larger batch: if a batch of 4 x 128 images takes barely longer than one of 128, the
+GPU has room for about four runs. ``measure_runs_per_gpu`` times each network's step at batch 128 x k for
+k = 1, 2, 4, 8 (a few seconds per network, before the sweep starts) and takes the fewest runs at once that reach
+90% of the best throughput measured, within the GPU's memory and at most one run per CPU core. This is a proxy:
+separate processes share a GPU less well than one large batch does (without MPS their kernels take turns);
+``benchmarks/gpu_check.py`` measures the runs at once for real, beside the choice this rule makes.
+
+What a sweep will cost on this machine, measured before it starts: a few timed iterations per network.
+
+So that nobody starts a 60-hour CPU study by accident, the notebook prints this table before its sweep. Each
+network's training step is timed on the real data, device and precision (fresh batches, after one untimed step),
+and one evaluation of the test set on a tenth of it (after one untimed pass); a run's remaining cost is its
+remaining iterations times the first plus its remaining evaluations times the second. Checkpoints and process
+start are left out.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 from . import results
 from .config import TrainConfig, resolve_source
-from .data import load_cifar10
-from .placement import cpu_threads_per_run, measure_runs_per_gpu, most_runs_per_gpu, place, visible_gpus
-from .runfolder import finished_meta
-from .trainer import Stopped, progress_bar, stop_on_signals, train
+from .data import Batches, device_data, load_cifar10
+from .results import finished_meta
+from .steps import evaluate, make_step, memory_format, resolve_device
+from .trainer import Stopped, build, progress_bar, stop_on_signals, train
+
 
 STOPPED = 130  # a parallel run's exit status when a signal stopped it, its checkpoint written
 
@@ -26,7 +55,7 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     ``parallel`` N > 1 runs N at once, each in its own process (which ends if this one is killed); with several
     GPUs visible, N per GPU, each process seeing one GPU; on the CPU, each with 1/N of this process's threads.
     'auto' (the default): one at a time without CUDA; on CUDA, per network as many at once as
-    ``placement.measure_runs_per_gpu`` finds the GPU has room for. A process's output goes to ``train.log`` in its
+    ``measure_runs_per_gpu`` finds the GPU has room for. A process's output goes to ``train.log`` in its
     run folder.
     ``stop_at`` stops each run at that iteration (see ``train``). ``time_limit`` (seconds) covers the whole sweep:
     each run stops at a checkpoint before it, and runs not reached are not started (nor returned); the next
@@ -93,7 +122,7 @@ def _serial(configs, pending, results_dir, stop_at, deadline, progress) -> list[
 
 def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus: int, stop_at,
               deadline, progress: bool = False) -> list[TrainConfig]:
-    """Run ``pending`` in order, each taking its share of a device (``placement.place``; GPUs by index when more
+    """Run ``pending`` in order, each taking its share of a device (``place``; GPUs by index when more
     than one is visible), each in a child process given its settings (as in run.json) and, where it has one, its
     GPU alone; return the configs started. SIGINT (Ctrl-C) or SIGTERM stops the sweep: no run starts after it,
     each running one is sent SIGTERM once, checkpoints after its current update and exits, and then ``Stopped``
@@ -238,3 +267,178 @@ def child():
     except Stopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         sys.exit(STOPPED)
+
+
+BATCH_MULTIPLES = (1, 2, 4, 8)
+ENOUGH = 0.9  # of the best throughput: more runs at once than reach it only slow each run down
+MEMORY_USE = 0.8  # of the GPU's memory, at most, for the runs together
+CONTEXT_BYTES = 600 * 2**20  # a process's CUDA context and allocator slack, beside its measured peak
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def parse_runs_at_once(text: str) -> int | str:
+    """A sweep's ``parallel`` from text (a flag, RESNET_PARALLEL): 'auto' or a whole number, 1 or more."""
+    if text.strip() == "auto":
+        return "auto"
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"runs at once: expected 'auto' or a whole number, 1 or more, not {text!r}")
+    return int(text)
+
+
+def runs_per_gpu(step_seconds: dict[int, float], most: int) -> int:
+    """From one network's seconds per step at batch multiples k (``{k: seconds}``, k = 1 included): the fewest
+    runs at once whose throughput, taken as that of batch k x 128, reaches ENOUGH of the best measured; at most
+    ``most`` and at least 1 (also when nothing was measured: not even one batch fitted in memory, which the run
+    itself will then report)."""
+    throughput = {k: k / s for k, s in step_seconds.items() if k <= most}
+    if not throughput:
+        return 1
+    best = max(throughput.values())
+    return max(1, min(k for k, t in throughput.items() if t >= ENOUGH * best))
+
+
+def place(loads: list[float], share: float) -> int | None:
+    """The device (index into ``loads``, each the summed shares of the runs on it) a run taking ``share`` of one
+    starts on: the least loaded (the lowest index among equals) if it has room; None if no device has."""
+    device = min(range(len(loads)), key=lambda i: (loads[i], i))
+    return device if loads[device] + share <= 1 + 1e-9 else None
+
+
+def cpu_threads_per_run(runs_at_once: int, threads: int | None = None) -> int:
+    """torch's intra-op threads for each of ``runs_at_once`` runs sharing the CPU: this process's ``threads``
+    (torch's, by default one per core) split between them, at least one each. Without the split, every run's
+    process would take all the threads, and N runs would fight over the cores (benchmarks/cpu_parallel.md
+    measures what the split gains over one run at a time)."""
+    import torch
+
+    return max(1, (threads or torch.get_num_threads()) // max(1, runs_at_once))
+
+
+def most_runs_per_gpu(gpus: int) -> int:
+    """One run per CPU core at most (each process launches its own kernels), eight at most per GPU."""
+    return max(1, min(max(BATCH_MULTIPLES), (os.cpu_count() or 1) // max(1, gpus)))
+
+
+def measure_runs_per_gpu(configs: list[TrainConfig], most: int, iterations: int = 10,
+                         device: str = "cuda") -> dict[tuple[str, int], int]:
+    """``runs_per_gpu`` for each network of ``configs`` (by (net, depth)), timed on ``device`` (GPU 0 by default)
+    with the first config's data, precision and step. On CUDA, bounded by memory too: the GPU's, over the peak
+    of one run (its data included) at its own batch size."""
+    import torch
+
+
+    device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
+    cuda = device.type == "cuda"
+    data = device_data(configs[0], device)
+    choice = {}
+    for cfg in configs:
+        key = (cfg.net, cfg.depth)
+        if key in choice:
+            continue
+        seconds, peak = {}, 0
+        for k in (k for k in BATCH_MULTIPLES if k <= most and k * cfg.batch_size <= len(data.train_x)):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                seconds[k] = time_network(dataclasses.replace(cfg, batch_size=k * cfg.batch_size, device=str(device)),
+                                          data, iterations)[0]
+            except torch.cuda.OutOfMemoryError:
+                break
+            if k == 1 and cuda:
+                peak = torch.cuda.max_memory_allocated(device)
+        if cuda:  # the peak includes the run's copy of the data
+            usable = torch.cuda.get_device_properties(device).total_memory * MEMORY_USE
+            most_here = min(most, max(1, int(usable // (peak + CONTEXT_BYTES))))
+        choice[key] = runs_per_gpu(seconds, most_here if cuda else most)
+    del data
+    if cuda:
+        torch.cuda.empty_cache()
+    return choice
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool = False) -> tuple[float, float]:
+    """(seconds per training iteration, seconds per evaluation of the whole test set) of ``cfg`` on ``data``.
+
+    ``sync_check``: on CUDA, any wait of the host for the device during the timed iterations is an error
+    (torch.cuda.set_sync_debug_mode), as none may happen between two evaluations of a run."""
+    device = data.train_x.device
+    model, optimizer = build(cfg, device)
+    # fresh batches as in training: one batch again and again is learnt by heart within a few steps, and the
+    # vanishing gradients that follow turn into denormal floats that slow a CPU step twenty-fold
+    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
+    update = make_step(cfg, model, optimizer, torch.zeros(2, dtype=torch.float64, device=device))
+    try:
+        for i in range(update.untimed + iterations):
+            if i == update.untimed:  # the first steps (allocations, kernel choice, a graph's recording) are not timed
+                _sync(device)
+                start = time.perf_counter()
+                if sync_check and device.type == "cuda":
+                    torch.cuda.set_sync_debug_mode("error")
+            update(*next(batches), cfg.lr)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    _sync(device)
+    per_iteration = (time.perf_counter() - start) / iterations
+    tenth = max(1, len(data.test_x) // 10)
+    for _ in range(2):  # the first pass sets up the kernels for the evaluation batch size: only the second is timed
+        start = time.perf_counter()
+        evaluate(model, data.test_x[:tenth], data.test_y[:tenth], cfg.precision)  # reads the result: synchronised
+    per_evaluation = (time.perf_counter() - start) * len(data.test_x) / tenth
+    return per_iteration, per_evaluation
+
+
+def iterations_left(cfg: TrainConfig, results_dir: str | Path) -> int:
+    """Iterations still to train for ``cfg`` in ``results_dir``: from its checkpoint on (run.json records the
+    checkpoint's iteration); all of them for a run whose checkpoint is gone, since it restarts from the beginning."""
+    meta_path = cfg.run_dir(results_dir) / results.META_FILE
+    if not meta_path.exists():
+        return cfg.total_iterations
+    meta = results.read_meta(meta_path)
+    if meta["status"] == "finished":
+        return 0
+    resumable = (meta_path.parent / results.CHECKPOINT_FILE).exists()
+    return cfg.total_iterations - (meta["iterations_done"] if resumable else 0)
+
+
+def estimate_cost(configs: list[TrainConfig], results_dir: str | Path = "results", iterations: int = 3) -> list[dict]:
+    """One row per run still to train: its iterations left, the measured step and evaluation times, and the
+    projected hours; finished runs are left out (nothing is timed for them)."""
+    rows, loaded = [], {}
+    for cfg in configs:
+        left = iterations_left(cfg, results_dir)
+        if left == 0:
+            continue
+        device = resolve_device(cfg.device)
+        key = (cfg.data, cfg.train_subset, cfg.test_subset, cfg.val_size, str(device))
+        if key not in loaded:
+            loaded[key] = device_data(cfg, device)
+        per_it, per_eval = time_network(dataclasses.replace(cfg, device=str(device)), loaded[key], iterations)
+        done = cfg.total_iterations - left
+        evaluations = math.ceil(cfg.total_iterations / cfg.eval_every) - done // cfg.eval_every
+        rows.append({"run": f"{cfg.study}/{cfg.name}", "iterations left": left, "s / iteration": per_it,
+                     "s / evaluation": per_eval, "hours": (left * per_it + evaluations * per_eval) / 3600})
+    return rows
+
+
+def format_cost(rows: list[dict]) -> str:
+    """The estimate as plain text, with the total."""
+    if not rows:
+        return "nothing left to train"
+    lines = [f"{'run':<40} {'iterations left':>15} {'s/iter':>8} {'s/eval':>8} {'hours':>7}"]
+    for r in rows:
+        lines.append(f"{r['run']:<40} {r['iterations left']:>15,} {r['s / iteration']:>8.3f} "
+                     f"{r['s / evaluation']:>8.2f} {r['hours']:>7.2f}")
+    total = sum(r["hours"] for r in rows)
+    lines.append(f"total: {total:.1f} hours on this machine, one run at a time")
+    return "\n".join(lines)

@@ -4,29 +4,45 @@ A run lives in ``<results>/<study>/<name>/`` (``TrainConfig.run_dir``): ``log.cs
 ``run.json`` (settings, data, device, outcome), ``checkpoint.pt`` while it runs, ``weights.pt`` (fp32 state
 dict) once finished. Every file is written whole; an interrupted run resumes from its last checkpoint and ends
 exactly where an uninterrupted one would.
+
+The checkpoint: the whole training state, saved and restored by the same code, verified before it is trained on.
+
+A checkpoint file holds {format, sha256, state}: the state's torch-serialised bytes and their sha256, so damage is
+found, not trained on. It is read with ``weights_only=True`` (tensors and plain values only), so a hostile file in
+a results folder cannot run code. The state carries the run's settings and its data's checksum: a resume under
+other settings or on other data is refused, naming each difference.
+
+Provenance, where a number came from: the device, the code's commit, the versions and the numerical settings in force.
+
+Recorded in every run's ``run.json`` and beside every benchmark, so that a result can be traced and rerun.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import io
 import math
-from dataclasses import dataclass, field
+import os
+import platform
 import signal
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import checkpoint, provenance, results
-from .batches import Batches, DeviceData, device_data
+from . import results
 from .config import TrainConfig, resolve_source
-from .evaluation import evaluate, resolve_device
+from .data import Batches, DeviceData, device_data
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
-from .runfolder import finished_meta, run_lock
-from .steps import make_step, memory_format
+from .results import RunConflict, differences, finished_meta, run_lock
+from .steps import evaluate, make_step, memory_format, resolve_device
+
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
 
@@ -182,7 +198,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     p = Progress(warmup_end=None if cfg.uses_warmup else 0, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  generator_device=device.type)
     if ckpt_path.exists():
-        loop = checkpoint.restore(ckpt_path, cfg, data.checksum, model, optimizer, batches)
+        loop = restore_checkpoint(ckpt_path, cfg, data.checksum, model, optimizer, batches)
         p = Progress(**{k: v for k, v in loop.items() if k in PROGRESS_FIELDS})
         if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
             p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
@@ -237,7 +253,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
         if p.iteration % cfg.checkpoint_every == 0 or stopping:
             p.warm, p.window = warm.item(), window.tolist()
             timer.tick()
-            checkpoint.save(ckpt_path, cfg, data.checksum, model, optimizer, batches, dataclasses.asdict(p))
+            save_checkpoint(ckpt_path, cfg, data.checksum, model, optimizer, batches, dataclasses.asdict(p))
             results.write_meta(_meta(cfg, data, device, model, p, meta), run_dir / results.META_FILE)
             if stopping:
                 bar.close()
@@ -256,10 +272,10 @@ def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Pr
             "name": cfg.name, "status": "running", "config": cfg.to_dict(),
             "data_source": data.source, "data_checksum": data.checksum,
             "n_train": len(data.train_x), "n_val": 0 if data.val_x is None else len(data.val_x),
-            "n_test": len(data.test_x), "torch": torch.__version__, "device_name": provenance.device_name(device),
-            "git_commit": provenance.git_commit(), "parameters": count_parameters(model),
+            "n_test": len(data.test_x), "torch": torch.__version__, "device_name": device_name(device),
+            "git_commit": git_commit(), "parameters": count_parameters(model),
             "final_test_error": None, "best_test_error": None, "best_test_iteration": None,
-            "final_train_error": None, "finished": None, **provenance.numerics(device),
+            "final_train_error": None, "finished": None, **numerics(device),
         }
     meta.update(iterations_done=p.iteration, warmup_end=p.warmup_end, wall_s=p.wall_s, started=p.started)
     if p.reseeded:
@@ -380,3 +396,125 @@ def progress_bar(total: int, initial: int, name: str, enabled: bool = True):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=name, unit="it", disable=not enabled, mininterval=1.0)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be resumed from: unreadable, damaged, or of an older format."""
+
+
+# 2: the state's bytes with their sha256 (1: the state itself; upgraded by tools/migrate_checkpoint.py)
+CHECKPOINT_FORMAT = 2
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, batches, loop: dict):
+    """Write the whole training state to ``path``, whole (see ``files.write_atomic``): the model's, the optimiser's,
+    the batches' (``data.Batches``), and ``loop``, the training loop's own (plain values, the trainer's)."""
+    write_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "sampler": batches.state_dict(),
+                 **loop, "config": cfg.to_dict(), "data_checksum": data_checksum}, path)
+
+
+def restore_checkpoint(path: Path, cfg: TrainConfig, data_checksum: str, model, optimizer, batches) -> dict:
+    """Load ``path`` into the model, optimiser and batches, and return the training loop's own state as saved.
+
+    A checkpoint of another device's generator (a CUDA run resumed on the CPU, or back) cannot restore the
+    generator: it is re-seeded from the run's seed and the iteration instead, so the resume is deterministic
+    but not bit-identical to an uninterrupted run; the loop's ``reseeded`` (and run.json) records it.
+    """
+    state = read_checkpoint(path)
+    if "config" not in state or "data_checksum" not in state:
+        raise CheckpointError(f"{path}: checkpoint without its settings and data checksum (an older format); "
+                              "migrate it (see docs/results-format.md) or delete it to restart the run")
+    diffs = differences(TrainConfig.from_dict(state["config"]), cfg)
+    if state["data_checksum"] != data_checksum:
+        diffs.append(f"data checksum {state['data_checksum'][:12]}… (this data: {data_checksum[:12]}…)")
+    if diffs:
+        raise RunConflict(f"{path} was made with other settings or data: {'; '.join(diffs)}. "
+                          "Resume it with its own settings, or delete it to restart")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    loop = {k: v for k, v in state.items() if k not in ("model", "optimizer", "sampler", "config", "data_checksum")}
+    here, saved = batches.generator.device.type, loop.get("generator_device", "cpu")  # older checkpoints: the CPU's
+    batches.load_state_dict(state["sampler"], generator=saved == here)
+    if saved != here:
+        batches.generator.manual_seed(reseed(cfg.seed, loop["iteration"]))
+        loop["reseeded"] = loop.get("reseeded", []) + [{"iteration": loop["iteration"], "from": saved, "to": here}]
+        loop["generator_device"] = here
+    return loop
+
+
+def reseed(seed: int, iteration: int) -> int:
+    """The generator seed for a run resumed on another device at ``iteration``: fixed by the two, unlike any
+    seed the run used before."""
+    return int.from_bytes(hashlib.sha256(f"resnet-reseed:{seed}:{iteration}".encode()).digest()[:8], "little")
+
+
+def write_checkpoint(state: dict, path: Path):
+    """Save ``state`` in this format: its bytes with their sha256."""
+    write_atomic(checkpoint_bytes(state), path)
+
+
+def checkpoint_bytes(state: dict) -> bytes:
+    """``state`` as a checkpoint file holds it (``write_checkpoint``)."""
+    raw = torch_bytes(state)
+    return torch_bytes({"format": CHECKPOINT_FORMAT, "sha256": hashlib.sha256(raw).hexdigest(),
+                        "state": torch.frombuffer(bytearray(raw), dtype=torch.uint8)})
+
+
+def read_checkpoint(path: Path | io.BytesIO, name: str | None = None) -> dict:
+    """The state saved by ``write_checkpoint``, verified; tensors and plain values only, never code. Errors name
+    ``name`` if given (e.g. an archive's member read from memory), else ``path``."""
+    source, path = path, name or path
+    advice = "Delete it to restart the run from the beginning"
+    try:
+        outer = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a damaged or hostile file
+        # torch's own message may advise weights_only=False, which would let a hostile file run code: not repeated
+        raise CheckpointError(f"{path}: unreadable checkpoint (damaged, truncated or not a checkpoint: "
+                              f"{type(e).__name__}). {advice}") from e
+    if not isinstance(outer, dict) or outer.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a checkpoint of format {CHECKPOINT_FORMAT} (an older one is upgraded by "
+                              f"python tools/migrate_checkpoint.py {path}). {advice}")
+    raw = outer["state"].numpy().tobytes()
+    if hashlib.sha256(raw).hexdigest() != outer["sha256"]:
+        raise CheckpointError(f"{path}: damaged checkpoint (its sha256 does not match its contents). {advice}")
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)  # a generator's state stays on the CPU
+
+
+def device_name(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3', or 'cpu (x86_64, 2 cores)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def git_commit() -> str:
+    """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git. A copy of
+    a tree without its .git (a copy on another machine) names its commit in RESNET_GIT_COMMIT."""
+    if os.environ.get("RESNET_GIT_COMMIT"):
+        return os.environ["RESNET_GIT_COMMIT"]
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    """torch, CUDA and cuDNN versions (None where not built with them)."""
+    return {"torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None}
+
+
+def numerics(device: torch.device) -> dict:
+    """The settings that change a run's arithmetic beyond its own: threads on the CPU (float sums depend on how
+    work is split, so a resume is bit-for-bit only with as many), TF32 on CUDA ("fp32" convolutions are TF32
+    under cuDNN's default) and cuDNN's algorithm choice."""
+    if device.type != "cuda":
+        return {"cpu_threads": torch.get_num_threads()}
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic}

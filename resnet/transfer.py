@@ -3,7 +3,7 @@ unpacked into a results folder with the same checks as training, so that a study
 or a notebook service comes home in one file and resumes or re-plots here.
 
 The archive is a tar of ``manifest.json`` (the sha256 of every file) and ``<study>/<run>/<file>`` for each run:
-run.json and log.csv, with weights.pt when finished, checkpoint.pt when not (exported only when asked).
+run.json and log.csv, with weights.pt when finished, trainer.pt when not (exported only when asked).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from . import checkpoint, results
+from . import results, trainer
 from .config import TrainConfig
 from .files import write_all
-from .provenance import git_commit
-from .runfolder import RunConflict, differences, run_lock
+from .results import RunConflict, differences, load_run, run_lock
+from .trainer import git_commit
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -117,7 +117,7 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
 def _at(meta: dict, files: dict[str, bytes], run_dir: Path) -> bool:
     """Whether a running run's checkpoint is at run.json's iteration and its log ends where the checkpoint's does."""
     name = results.CHECKPOINT_FILE
-    state = checkpoint.read_state(io.BytesIO(files[name]), name=str(run_dir / name))
+    state = trainer.read_checkpoint(io.BytesIO(files[name]), name=str(run_dir / name))
     rows = files[results.CSV_FILE].decode(errors="replace").strip().splitlines()[1:]
     return state["iteration"] == meta["iterations_done"] and (
         not state["rows"] or bool(rows) and rows[-1].split(",", 1)[0] == str(state["rows"][-1]["iteration"]))
@@ -232,7 +232,6 @@ def _checked(archive: Path, study: str, run: str, files: dict[str, bytes]) -> di
     finished run, ``load_run`` make (schema, log, the outcome against the log, the weights' sha256 and fit), or,
     for a running one, resuming would (its checkpoint whole and that of its run.json's settings, data and
     iteration). Errors name the archive's member."""
-    from .runs import load_run
 
     label = f"{archive}:{study}/{run}"
     with tempfile.TemporaryDirectory(prefix="resnet-import-") as scratch:
@@ -252,7 +251,7 @@ def _checked(archive: Path, study: str, run: str, files: dict[str, bytes]) -> di
                 load_run(run_dir)
             else:
                 _resumable(run_dir, meta)
-        except (results.ResultsError, RunConflict, checkpoint.CheckpointError, ValueError) as e:
+        except (results.ResultsError, RunConflict, trainer.CheckpointError, ValueError) as e:
             raise type(e)(str(e).replace(str(run_dir), label)) from None
     return meta
 
@@ -260,7 +259,7 @@ def _checked(archive: Path, study: str, run: str, files: dict[str, bytes]) -> di
 def _resumable(run_dir: Path, meta: dict):
     """Raise CheckpointError unless the running run's checkpoint is whole, RunConflict unless it is the one its
     run.json and log describe."""
-    state = checkpoint.read_state(run_dir / results.CHECKPOINT_FILE)
+    state = trainer.read_checkpoint(run_dir / results.CHECKPOINT_FILE)
     diffs = differences(TrainConfig.from_dict(state["config"]), TrainConfig.from_dict(meta["config"]))
     if state["data_checksum"] != meta["data_checksum"]:
         diffs.append(f"data checksum {state['data_checksum'][:12]}… (run.json's: {meta['data_checksum'][:12]}…)")
@@ -278,7 +277,7 @@ def _resumable(run_dir: Path, meta: dict):
 
 def _restart_recorded(run_dir: Path, meta: dict, files: dict[str, bytes]) -> dict[str, bytes]:
     """``files``, with the restart of the run here recorded in their run.json (and checkpoint) if that run lost its
-    checkpoint (run.json records training done, no checkpoint.pt): as the trainer records a restart it makes itself
+    checkpoint (run.json records training done, no trainer.pt): as the trainer records a restart it makes itself
     (``restarted``: the iteration lost; when the archive's run began)."""
     path = run_dir / results.META_FILE
     if not path.exists() or (run_dir / results.CHECKPOINT_FILE).exists():
@@ -291,8 +290,8 @@ def _restart_recorded(run_dir: Path, meta: dict, files: dict[str, bytes]) -> dic
     restarted = ours + [r for r in [*here.get("restarted", []), record] if r not in ours]
     files = files | {results.META_FILE: results.meta_text(meta | {"restarted": restarted}).encode()}
     if results.CHECKPOINT_FILE in files:
-        state = checkpoint.read_state(io.BytesIO(files[results.CHECKPOINT_FILE]))
-        files[results.CHECKPOINT_FILE] = checkpoint.state_bytes(state | {"restarted": restarted})
+        state = trainer.read_checkpoint(io.BytesIO(files[results.CHECKPOINT_FILE]))
+        files[results.CHECKPOINT_FILE] = trainer.checkpoint_bytes(state | {"restarted": restarted})
     return files
 
 

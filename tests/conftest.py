@@ -21,8 +21,7 @@ import pytest
 import torch
 
 from resnet import TrainConfig, build_model, load_cifar10
-from resnet.batches import to_device
-from resnet.data import CLASSES, DataError
+from resnet.data import CLASSES, DataError, to_device
 from resnet.files import torch_bytes, write_atomic
 from resnet.results import META_FIELDS, write_csv, write_meta
 

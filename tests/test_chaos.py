@@ -12,7 +12,7 @@ import torch
 from resnet import train
 from resnet.config import config_to_args
 from resnet.results import CSV_FILE, META_FILE, read_csv, read_meta
-from resnet.checkpoint import read_state
+from resnet.trainer import read_checkpoint
 
 from .conftest import ROOT, tiny_config
 
@@ -27,7 +27,7 @@ def _whole(run_dir):
         elif path.name == CSV_FILE:
             read_csv(path)
         elif path.name == "checkpoint.pt":
-            read_state(path)
+            read_checkpoint(path)
         elif path.name == "weights.pt":
             torch.load(path, weights_only=True)
         else:

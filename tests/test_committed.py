@@ -62,9 +62,9 @@ def test_every_committed_run_folder_is_valid():
 
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=[f"{p.parent.parent.name}/{p.parent.name}" for p in CHECKPOINTS])
 def test_a_committed_checkpoint_is_whole_and_where_its_run_json_says_its_run_is(path):
-    from resnet.checkpoint import read_state
+    from resnet.trainer import read_checkpoint
 
-    meta, state = read_meta(path.parent / "run.json"), read_state(path)  # read_state checks its sha256
+    meta, state = read_meta(path.parent / "run.json"), read_checkpoint(path)  # read_checkpoint checks its sha256
     assert meta["status"] == "running", f"{path}: a checkpoint beside a {meta['status']} run"
     assert (state["iteration"], state["config"], state["data_checksum"], state.get("restarted", [])) == (
         meta["iterations_done"], meta["config"], meta["data_checksum"], meta.get("restarted", [])), (

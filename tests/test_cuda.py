@@ -7,7 +7,7 @@ import torch
 
 from benchmarks import gpu_check
 from resnet import TrainConfig
-from resnet.batches import device_data
+from resnet.data import device_data
 
 from .conftest import SMALL_SOURCE
 
@@ -44,14 +44,14 @@ def test_a_parallel_sweep_on_a_cold_cache_trains_every_run():
 
 
 def test_no_host_device_sync_between_evaluations(cuda_data):
-    from resnet.cost import time_network
+    from resnet.sweeps import time_network
 
     for cuda_graph in (False, True):
         time_network(dataclasses.replace(BASE, cuda_graph=cuda_graph), cuda_data, 20, sync_check=True)
 
 
 def test_auto_gives_every_network_between_one_and_the_most_places_on_the_gpu():
-    from resnet.placement import measure_runs_per_gpu
+    from resnet.sweeps import measure_runs_per_gpu
 
     configs = [dataclasses.replace(BASE, net=n) for n in ("plain", "resnet")]
     choice = measure_runs_per_gpu(configs, most=4, iterations=3)

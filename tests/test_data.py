@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from resnet import load_cifar10
-from resnet.batches import crop_flip, random_crop_flip, to_device
-from resnet.data import DataError
-from resnet.batches import PAD, Batches, BatchSampler, balanced_subset, validation_split
-from resnet.data import CLASSES
+from resnet.data import (CLASSES, PAD, Batches, BatchSampler, DataError, balanced_subset, crop_flip,
+                         random_crop_flip, to_device, validation_split)
 
 from .conftest import random_images, write_official, write_tree
 

@@ -11,7 +11,7 @@ import pytest
 
 from resnet import train
 from resnet.launch import submit, wait
-from resnet.placement import parse_runs_at_once, place, runs_per_gpu
+from resnet.sweeps import parse_runs_at_once, place, runs_per_gpu
 
 from .conftest import ROOT, tiny_config
 
@@ -87,19 +87,18 @@ def test_auto_without_cuda_trains_one_run_at_a_time_as_before(tmp_path, monkeypa
 
 
 def test_the_measurement_times_every_batch_multiple_on_the_cpu(small_data, monkeypatch):
-    import resnet.cost
-    import resnet.placement
+    import resnet.sweeps
 
     timed = []
-    real = resnet.cost.time_network
-    monkeypatch.setattr(resnet.cost, "time_network", lambda cfg, data, it: timed.append((cfg.net, cfg.batch_size)) or real(cfg, data, it))
+    real = resnet.sweeps.time_network
+    monkeypatch.setattr(resnet.sweeps, "time_network", lambda cfg, data, it: timed.append((cfg.net, cfg.batch_size)) or real(cfg, data, it))
     cfg = tiny_config(batch_size=8)
-    choice = resnet.placement.measure_runs_per_gpu([cfg, dataclasses.replace(cfg, seed=1), dataclasses.replace(cfg, net="plain")],
+    choice = resnet.sweeps.measure_runs_per_gpu([cfg, dataclasses.replace(cfg, seed=1), dataclasses.replace(cfg, net="plain")],
                                                    most=4, iterations=2, device="cpu")
     assert set(choice) == {("resnet", 8), ("plain", 8)} and all(1 <= k <= 4 for k in choice.values())
     assert timed == [(net, b) for net in ("resnet", "plain") for b in (8, 16, 32)]
     timed.clear()  # batches larger than the training images are not timed: 800 of 1,000 is the largest here
-    assert resnet.placement.measure_runs_per_gpu([tiny_config(batch_size=200)], most=8, iterations=1, device="cpu")
+    assert resnet.sweeps.measure_runs_per_gpu([tiny_config(batch_size=200)], most=8, iterations=1, device="cpu")
     assert timed == [("resnet", 200), ("resnet", 400), ("resnet", 800)]
 
 
@@ -132,7 +131,7 @@ def test_runs_sharing_the_cpu_split_its_threads(tmp_path, monkeypatch, small_dat
     import torch
 
     from resnet import sweep
-    from resnet.placement import cpu_threads_per_run
+    from resnet.sweeps import cpu_threads_per_run
     from resnet.results import read_meta
 
     assert [cpu_threads_per_run(k, threads=4) for k in (1, 2, 3, 4, 8)] == [4, 2, 1, 1, 1]

@@ -4,8 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from resnet import TrainConfig, build_model
-from resnet.models import CifarNet, capture_responses, count_parameters, from_peer_checkpoint
-from resnet.models import Block, Projection, ZeroPadShortcut
+from resnet.models import (Block, CifarNet, Projection, ZeroPadShortcut, capture_responses, count_parameters,
+                           from_peer_checkpoint)
 
 
 # He et al. 2016 / ../shared/PAPER.md: exact counts for option A and plain nets (97,216 n - 21,926).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jupytext
 import resnet
-from resnet.compare import paper_protocol
+from resnet.config import paper_protocol
 
 from .conftest import SMALL_SOURCE, fake_run
 
@@ -107,7 +107,7 @@ def test_over_a_finished_study_the_notebooks_calls_train_nothing_and_redraw_figu
 def test_a_fresh_official_data_study_never_collides_with_the_committed_runs():
     # `make study` on a machine with a network: the default settings (official data, the paper's schedule, fp32)
     # against the committed results/ of this repository. Nothing committed is in its way, and nothing is reused.
-    from resnet.runfolder import finished_meta
+    from resnet.results import finished_meta
 
     committed = ROOT / "results"
     for config in study().configs:

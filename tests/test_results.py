@@ -676,7 +676,7 @@ def test_plot_draws_figure_7_of_the_longest_study_and_the_report_shows_it(tmp_pa
 
 
 def test_a_tree_without_git_names_its_commit_from_the_environment(monkeypatch):
-    from resnet.provenance import git_commit
+    from resnet.trainer import git_commit
 
     monkeypatch.setenv("RESNET_GIT_COMMIT", "abc123")
     assert git_commit() == "abc123"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from resnet import train
-from resnet.checkpoint import read_state, write_state
+from resnet.trainer import read_checkpoint, write_checkpoint
 from resnet.results import read_csv
 
 from .conftest import ROOT, tiny_config
@@ -62,10 +62,10 @@ def test_a_checkpoint_of_another_devices_generator_resumes_reseeded_and_recorded
         results = tmp_path / name
         train(cfg, results, data=small_data, stop_at=20, progress=False)
         path = cfg.run_dir(results) / "checkpoint.pt"
-        state = read_state(path)
+        state = read_checkpoint(path)
         state["generator_device"] = "cuda"
         state["sampler"]["generator"] = torch.zeros(16, dtype=torch.uint8)
-        write_state(state, path)
+        write_checkpoint(state, path)
         runs.append(train(cfg, results, data=small_data, progress=False))
     a, b = runs
     assert a["status"] == "finished" and a["reseeded"] == [{"iteration": 20, "from": "cuda", "to": "cpu"}]
@@ -83,7 +83,7 @@ def test_a_resume_under_another_cpu_thread_count_says_so_and_run_json_keeps_ever
     try:
         torch.set_num_threads(1)
         train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
-        assert read_state(cfg.run_dir(tmp_path) / "checkpoint.pt")["cpu_threads"] == 1
+        assert read_checkpoint(cfg.run_dir(tmp_path) / "checkpoint.pt")["cpu_threads"] == 1
         torch.set_num_threads(2)
         train(cfg, tmp_path, data=small_data, stop_at=30, progress=False)
         said = capfd.readouterr().err
@@ -102,9 +102,9 @@ def test_a_checkpoint_older_than_the_thread_count_takes_run_json_s(tmp_path, sma
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path, meta_path = cfg.run_dir(tmp_path) / "checkpoint.pt", cfg.run_dir(tmp_path) / "run.json"
-    state = read_state(path)
+    state = read_checkpoint(path)
     del state["cpu_threads"], state["threads_changed"]  # as checkpoints were written before the count was kept
-    write_state(state, path)
+    write_checkpoint(state, path)
     if recorded == 7:
         meta_path.write_text(json.dumps(json.loads(meta_path.read_text()) | {"cpu_threads": 7}))
     meta = train(cfg, tmp_path, data=small_data, progress=False)

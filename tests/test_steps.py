@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resnet import TrainConfig
-from resnet.batches import Batches, random_crop_flip
+from resnet.data import Batches, random_crop_flip
 from resnet.steps import GraphedStep, make_step
 from resnet.trainer import build, learning_rate
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resnet import train
-from resnet.checkpoint import read_state
+from resnet.trainer import read_checkpoint
 from resnet.config import config_to_args
 from resnet.results import CSV_FILE, META_FILE, read_csv, read_meta
 
@@ -63,7 +63,7 @@ def _wait_for_rows(procs, run_dirs, rows: int):
 
 def _stopped_run(run_dir) -> int:
     """The iteration a stopped run's checkpoint holds, checked against its run.json and log.csv."""
-    iteration = read_state(run_dir / "checkpoint.pt")["iteration"]
+    iteration = read_checkpoint(run_dir / "checkpoint.pt")["iteration"]
     meta = read_meta(run_dir / META_FILE)
     assert meta["status"] == "running" and meta["iterations_done"] == iteration  # run.json and checkpoint agree
     assert read_csv(run_dir / CSV_FILE)["iteration"].max() <= iteration  # log.csv never ahead of them
@@ -88,7 +88,7 @@ def test_a_signal_stops_a_run_after_its_update_with_a_checkpoint_that_resumes_bi
     stop_at = (iteration // LONG.eval_every + 2) * LONG.eval_every
     train(LONG, results, data=small_data, stop_at=stop_at, progress=False)
     train(LONG, tmp_path / "whole", data=small_data, stop_at=stop_at, progress=False)
-    got, want = (read_state(r / "checkpoint.pt") for r in (run_dir, LONG.run_dir(tmp_path / "whole")))
+    got, want = (read_checkpoint(r / "checkpoint.pt") for r in (run_dir, LONG.run_dir(tmp_path / "whole")))
     assert got["iteration"] == want["iteration"] == stop_at
     assert all(torch.equal(got["model"][k], want["model"][k]) for k in want["model"])
     assert read_csv(run_dir / CSV_FILE).drop(columns=TIMING).equals(

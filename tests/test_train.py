@@ -7,12 +7,9 @@ import pytest
 import torch
 
 from resnet import TrainConfig, evaluate_run, sweep, train
-from resnet.batches import to_device
-from resnet.runfolder import RunConflict
-from resnet.trainer import TrainingDiverged, learning_rate
-from resnet.checkpoint import CheckpointError
-from resnet.runfolder import finished_meta
-from resnet.results import CSV_COLUMNS, read_csv, read_meta
+from resnet.data import to_device
+from resnet.results import CSV_COLUMNS, RunConflict, finished_meta, read_csv, read_meta
+from resnet.trainer import CheckpointError, TrainingDiverged, learning_rate
 
 from .conftest import tiny_config
 
@@ -393,7 +390,7 @@ def test_a_crafted_checkpoint_runs_no_code(tmp_path, small_data):
 # --- what a sweep will cost ------------------------------------------------------------------------
 
 def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_run, small_data):
-    from resnet.cost import estimate_cost, format_cost
+    from resnet.sweeps import estimate_cost, format_cost
 
     cfg, results, _ = finished_run
     todo = dataclasses.replace(cfg, seed=3)
@@ -407,7 +404,7 @@ def test_the_cost_estimate_times_what_is_left_and_skips_finished_runs(finished_r
 
 
 def test_the_cost_estimate_counts_from_the_checkpoint_and_all_of_a_run_that_lost_it(tmp_path, small_data):
-    from resnet.cost import iterations_left
+    from resnet.sweeps import iterations_left
 
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
@@ -429,13 +426,13 @@ def test_a_run_being_trained_is_refused_to_a_second_process_and_freed_when_the_f
     import subprocess
     import sys
 
-    from resnet.runfolder import RunLocked, run_lock
+    from resnet.results import RunLocked, run_lock
 
     cfg = tiny_config()
     run_dir = cfg.run_dir(tmp_path)
     run_dir.mkdir(parents=True)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from resnet.runfolder import run_lock\n"
+        "import sys, time; from pathlib import Path; from resnet.results import run_lock\n"
         f"with run_lock(Path({str(run_dir)!r})):\n    print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -472,13 +469,13 @@ def test_a_run_trained_with_the_graphed_step_is_the_same_run_with_the_same_resul
 
 
 def test_the_cost_estimate_times_fresh_batches_as_training_does(small_data, monkeypatch):
-    import resnet.cost
+    import resnet.sweeps
     from resnet.steps import Step
 
     seen = []
     real_call = Step.__call__
     monkeypatch.setattr(Step, "__call__", lambda self, x, y, lr: seen.append(y.clone()) or real_call(self, x, y, lr))
-    resnet.cost.time_network(tiny_config(), small_data, iterations=3)
+    resnet.sweeps.time_network(tiny_config(), small_data, iterations=3)
     assert len(seen) == 4 and all(not torch.equal(a, b) for a, b in zip(seen, seen[1:]))
 
 
@@ -491,17 +488,17 @@ def _flip(path, position):
 
 
 def test_a_damaged_or_truncated_checkpoint_is_named_and_never_resumed(tmp_path, small_data):
-    from resnet.checkpoint import read_state
+    from resnet.trainer import read_checkpoint
 
     cfg = tiny_config()
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path = cfg.run_dir(tmp_path) / "checkpoint.pt"
-    good, state = path.read_bytes(), read_state(path)
+    good, state = path.read_bytes(), read_checkpoint(path)
     refused = 0
     for position in range(0, len(good), 97):  # every 97th byte: headers, the state's bytes, the zip directory
         _flip(path, position)
         try:
-            damaged = read_state(path)
+            damaged = read_checkpoint(path)
         except CheckpointError as e:
             assert str(e).startswith(f"{path}: ") and "Delete it to restart" in str(e)
             refused += 1
@@ -538,12 +535,12 @@ def test_damaged_weights_are_named_when_loaded(finished_run, tmp_path):
 def test_a_checkpoint_of_the_older_format_is_refused_then_upgraded_and_resumed_exactly(tmp_path, small_data, finished_run):
     import importlib.util
 
-    from resnet.checkpoint import read_state
+    from resnet.trainer import read_checkpoint
 
     cfg, results, meta = finished_run
     train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
     path = cfg.run_dir(tmp_path) / "checkpoint.pt"
-    torch.save(read_state(path), path)  # as the trainer wrote it before checkpoints carried their sha256
+    torch.save(read_checkpoint(path), path)  # as the trainer wrote it before checkpoints carried their sha256
     with pytest.raises(CheckpointError, match="tools/migrate_checkpoint.py"):
         train(cfg, tmp_path, data=small_data, progress=False)
     spec = importlib.util.spec_from_file_location("migrate", Path(__file__).resolve().parent.parent / "tools" / "migrate_checkpoint.py")

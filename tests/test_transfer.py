@@ -6,7 +6,7 @@ import tarfile
 import pytest
 
 from resnet import train
-from resnet.runfolder import RunConflict
+from resnet.results import RunConflict
 from resnet.cli import main
 from resnet.transfer import export_study, import_study
 
@@ -213,7 +213,7 @@ def test_an_archive_that_a_reader_or_a_resume_would_refuse_is_refused_naming_its
 
 
 def test_an_import_is_all_or_nothing_when_one_of_its_runs_is_being_trained_here(trained, tmp_path, small_data):
-    from resnet.runfolder import RunLocked, run_lock
+    from resnet.results import RunLocked, run_lock
 
     home, _, _ = trained
     [archive] = export_study(FINISHED.run_dir(home).parent, tmp_path / "study.tar", unfinished=True)
@@ -299,7 +299,7 @@ def test_export_reads_a_run_being_trained_and_writes_nothing_in_the_study(traine
     # no lock taken: a run may train meanwhile, and a read-only study folder exports as any other
     import shutil
 
-    from resnet.runfolder import run_lock
+    from resnet.results import run_lock
 
     home, _, _ = trained
     study = tmp_path / "copy" / FINISHED.run_dir(home).parent.name
@@ -317,14 +317,14 @@ def test_export_waits_out_a_run_caught_between_its_checkpoint_and_its_run_json(t
 
     home, _, _ = trained
     run_dir = UNFINISHED.run_dir(home)
-    reads, real = [], resnet.transfer.checkpoint.read_state
+    reads, real = [], resnet.transfer.trainer.read_checkpoint
 
     def checkpoint_ahead_once(source, name=None):  # the trainer wrote the next checkpoint, not yet its run.json
         state = real(source, name)
         reads.append(name)
         return state | {"iteration": state["iteration"] + 10} if len(reads) == 1 else state
 
-    monkeypatch.setattr(resnet.transfer.checkpoint, "read_state", checkpoint_ahead_once)
+    monkeypatch.setattr(resnet.transfer.trainer, "read_checkpoint", checkpoint_ahead_once)
     [archive] = export_study(run_dir.parent, tmp_path / "s.tar", unfinished=True, names=[UNFINISHED.name])
     assert len(reads) == 2  # read again, consistent the second time
     monkeypatch.undo()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from resnet.checkpoint import read_state, write_state  # noqa: E402
+from resnet.trainer import read_checkpoint, write_checkpoint  # noqa: E402
 
 KEYS = {"model", "optimizer", "sampler", "rows", "warmup_end", "warm", "iteration", "wall_s", "started", "config",
         "data_checksum"}
@@ -26,8 +26,8 @@ def main(path: str) -> int:
     if not isinstance(state, dict) or not KEYS <= set(state):
         print(f"{path}: not a format-1 checkpoint (keys {sorted(state) if isinstance(state, dict) else type(state)})")
         return 1
-    write_state(state, path)
-    again = read_state(path)
+    write_checkpoint(state, path)
+    again = read_checkpoint(path)
     assert again["iteration"] == state["iteration"] and all(
         torch.equal(again["model"][k], state["model"][k]) for k in state["model"])
     print(f"{path}: upgraded, iteration {state['iteration']}")
