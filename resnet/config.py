@@ -63,8 +63,9 @@ class TrainConfig:
     # execution
     device: str = _f("auto", "'auto' (CUDA when available), 'cuda', 'cpu'", identity=False)
     precision: str = _f("fp32", "'fp32' or 'bf16' (autocast; CUDA)", choices=PRECISIONS)
-    cuda_graph: bool = _f(False, "replay each training step from a CUDA graph: the same updates, far fewer kernel "
-                                 "launches (on the CPU: the same code without a graph)", identity=False)
+    cuda_graph: bool = _f(True, "on CUDA, replay each training step from a CUDA graph: the same updates, far fewer "
+                                "kernel launches (off: eager steps); the CPU has no graphs and always steps "
+                                "eagerly", identity=False)
 
     def __post_init__(self):
         self._check_types()

@@ -159,7 +159,8 @@ def check_meta(meta, path):
                                    f"{{{', '.join(f'{f!r}: {t.__name__}' for f, t in fields.items())}}}")
 
 
-# settings added after runs were recorded without them, whose default is what those runs did (no graph)
+# settings added after runs were recorded without them: how a run was run, not what it is (older runs' steps
+# were eager)
 LATER_SETTINGS = {"cuda_graph"}
 PERCENT_FIELDS = ("final_test_error", "best_test_error", "final_train_error")
 COUNT_FIELDS = ("n_train", "n_val", "n_test", "parameters", "iterations_done", "warmup_end", "best_test_iteration",

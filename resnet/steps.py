@@ -5,8 +5,9 @@ Eagerly, a ResNet-20 step launches about 300 kernels and a ResNet-110 step about
 GPU the small CIFAR networks are bound by those launches, not by arithmetic. ``GraphedStep`` records the step
 once in a CUDA graph and replays it with one launch; the sampling and augmentation (a dozen kernels) stay eager
 and feed the graph through static input buffers. It performs the same operations as the eager step, so it
-trains the same run (``TrainConfig.cuda_graph`` is not part of a run's identity); on the CPU there is no graph
-and it calls the same code directly, which is how its logic is tested without a GPU.
+trains the same run (``TrainConfig.cuda_graph`` is not part of a run's identity), and it is the default on CUDA.
+The CPU has no graphs and steps eagerly; ``GraphedStep`` asked for there calls the same code directly, which is
+how its logic is tested without a GPU.
 
 A network outside training: the device a run names, and the network's loss and error on images (eval mode, in
 the run's precision). The trainer evaluates with it at each evaluation point, and so do a saved run's re-check,
@@ -131,9 +132,13 @@ class GraphedStep(Step):
         return graph.replay
 
 
-def make_step(cfg, model, optimizer, window: torch.Tensor) -> Step:
-    """The step of run ``cfg`` (a TrainConfig): graphed when cfg.cuda_graph, else eager."""
-    if cfg.cuda_graph:
+def make_step(cfg, model, optimizer, window: torch.Tensor, graphed: bool | None = None) -> Step:
+    """The step of run ``cfg`` (a TrainConfig): graphed on CUDA unless cfg.cuda_graph is off, eager on the CPU.
+    ``graphed`` decides instead where given: True on the CPU runs ``GraphedStep``'s code without a graph (how its
+    logic is tested without a GPU)."""
+    if graphed is None:
+        graphed = cfg.cuda_graph and window.device.type == "cuda"
+    if graphed:
         return GraphedStep(model, optimizer, cfg.precision, window, cfg.batch_size)
     return Step(model, optimizer, cfg.precision, window)
 
