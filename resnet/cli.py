@@ -69,9 +69,12 @@ def main(argv=None) -> int:
     p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--parallel", type=_runs_at_once, default="auto", help=(
-        "runs at once, as separate processes; with several GPUs visible, per GPU; on the CPU, each with its share "
+        "runs at once; with several GPUs visible, per GPU; on the CPU, each in its own process with its share "
         "of the threads (default: auto: one at a time without CUDA; on CUDA, per network as many as a few timed "
         "steps at larger batches say the GPU has room for)"))
+    p.add_argument("--together", action=argparse.BooleanOptionalAction, default=None, help=(
+        "the runs at once on a device train in one process, one update of each in turn, each the run it would be "
+        "alone (default: on CUDA, where processes would take turns on the GPU; --no-together: a process each)"))
     p.add_argument("--results", default="results", help="results folder (default: results)")
     _add_limit_flags(p, "each run ")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -173,7 +176,8 @@ def _sweep(args) -> int | None:
             return 0
         metas = wait(jobs)
     else:
-        metas = sweep(configs, args.results, parallel=args.parallel, stop_at=args.stop_at,
+        metas = sweep(configs, args.results, parallel=args.parallel,
+                      together="auto" if args.together is None else args.together, stop_at=args.stop_at,
                       time_limit=args.time_limit, progress=not args.quiet)
     if args.quiet or args.launcher:  # otherwise the sweep said each as it ended
         for meta in metas:

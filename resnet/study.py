@@ -24,7 +24,7 @@ class Study:
     results: str  # where the sweep trains
     shown: str  # every study below it is drawn: the committed ones and yours
     quick: bool  # tiny real runs on a data subset, on the CPU, into a scratch folder (emptied by each quick study)
-    parallel: int | str = "auto"  # runs at once (separate processes); auto: measured on CUDA, 1 without
+    parallel: int | str = "auto"  # runs at once (on CUDA in one process, on the CPU a process each); auto: measured on CUDA, 1 without
     train: bool = True  # False: the report, which trains nothing and draws the studies in ``shown``
 
     @property

@@ -42,21 +42,26 @@ from .config import TrainConfig, resolve_source
 from .data import Batches, device_data, load_cifar10
 from .results import finished_meta
 from .steps import evaluate, make_step, memory_format, resolve_device
-from .trainer import Stopped, build, progress_bar, stop_on_signals, train
+from .trainer import Stopped, build, progress_bar, stop_on_signals, train, train_together
 
 
 STOPPED = 130  # a parallel run's exit status when a signal stopped it, its checkpoint written
 
 
 def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, parallel: int | str = "auto",
-          stop_at: int | None = None, time_limit: float | None = None, progress: bool = True) -> list[dict]:
+          together: bool | str = "auto", stop_at: int | None = None, time_limit: float | None = None,
+          progress: bool = True) -> list[dict]:
     """Train, in the order given, every config not yet finished in ``results_dir``, and return their metadata.
 
     ``parallel`` N > 1 runs N at once, each in its own process (which ends if this one is killed); with several
     GPUs visible, N per GPU, each process seeing one GPU; on the CPU, each with 1/N of this process's threads.
     'auto' (the default): one at a time without CUDA; on CUDA, per network as many at once as
     ``measure_runs_per_gpu`` finds the GPU has room for. A process's output goes to ``train.log`` in its
-    run folder.
+    run folder (a group's: in its first run's).
+    ``together``: the runs at once on one device train in one process, one update of each in turn
+    (``trainer.train_together``: each run is the run it would be alone), not in a process each: one process
+    per GPU, or this one where there is a single device. 'auto' (the default): on CUDA, where processes
+    without MPS would take turns on the GPU; not on the CPU, where separate processes share the cores better.
     ``stop_at`` stops each run at that iteration (see ``train``). ``time_limit`` (seconds) covers the whole sweep:
     each run stops at a checkpoint before it, and runs not reached are not started (nor returned); the next
     call resumes where this one stopped.
@@ -66,6 +71,8 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
         raise ValueError(f"duplicate runs in the sweep: {sorted({'/'.join(k) for k in keys if keys.count(k) > 1})}")
     if parallel != "auto" and (isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1):
         raise ValueError(f"parallel must be 'auto' or a whole number of runs at once, 1 or more, not {parallel!r}")
+    if together not in ("auto", True, False):
+        raise ValueError(f"together must be 'auto', True or False, not {together!r}")
     # Every conflict with the results folder is reported before anything trains.
     pending = [c for c in configs if finished_meta(c, results_dir) is None]
     deadline = None if time_limit is None else time.perf_counter() + time_limit
@@ -79,9 +86,21 @@ def sweep(configs: list[TrainConfig], results_dir: str | Path = "results", *, pa
     shares = _shares(pending, parallel, gpus, progress)
     if gpus <= 1 and min(shares, default=1) == 1:  # measured: no room for a second run on the one GPU
         return _serial(configs, pending, results_dir, stop_at, deadline, progress)
-    started = _parallel(pending, shares, results_dir, gpus, stop_at, deadline, progress)
+    if together == "auto":
+        together = gpus > 0 and any(c.device != "cpu" for c in pending)
+    if together and gpus <= 1:  # one device: its runs in this process
+        trained = train_together(pending, results_dir, shares=shares, stop_at=stop_at,
+                                 time_limit=_time_left(deadline), progress=progress)
+        if progress:
+            for meta in trained:
+                print(result_line(meta), flush=True)
+        started = pending[:len(trained)]  # runs start in order: those not started are the last
+        return [results.read_meta(c.run_dir(results_dir) / results.META_FILE) for c in configs
+                if c in started or c not in pending]
+    jobs = _groups(pending, shares, gpus) if together else [([c], [s], s) for c, s in zip(pending, shares)]
+    started = _parallel(jobs, results_dir, gpus, stop_at, deadline, progress)
     return [results.read_meta(c.run_dir(results_dir) / results.META_FILE) for c in configs
-            if c in started or c not in pending]
+            if c not in pending or (c in started and (c.run_dir(results_dir) / results.META_FILE).exists())]
 
 
 def _shares(pending: list[TrainConfig], parallel: int | str, gpus: int, progress: bool) -> list[float]:
@@ -120,53 +139,63 @@ def _serial(configs, pending, results_dir, stop_at, deadline, progress) -> list[
     return metas
 
 
-def _parallel(pending: list[TrainConfig], shares: list[float], results_dir, gpus: int, stop_at,
+def _groups(pending: list[TrainConfig], shares: list[float], gpus: int) -> list[tuple[list, list, float]]:
+    """The jobs of a sweep whose runs train together on several GPUs: one per GPU, its runs taken in turn from
+    the sweep's order (so that each GPU has its share of the small networks and of the large)."""
+    return [(pending[g::gpus], shares[g::gpus], 1.0) for g in range(gpus) if pending[g::gpus]]
+
+
+def _parallel(jobs: list[tuple[list[TrainConfig], list[float], float]], results_dir, gpus: int, stop_at,
               deadline, progress: bool = False) -> list[TrainConfig]:
-    """Run ``pending`` in order, each taking its share of a device (``place``; GPUs by index when more
-    than one is visible), each in a child process given its settings (as in run.json) and, where it has one, its
-    GPU alone; return the configs started. SIGINT (Ctrl-C) or SIGTERM stops the sweep: no run starts after it,
+    """Run ``jobs`` in order, each a child process training its runs (one, or several together with their
+    shares of the device) and taking its share of a device (``place``; GPUs by index when more than one is
+    visible), given their settings (as in run.json) and, where it has one, its GPU alone; return the configs
+    started. SIGINT (Ctrl-C) or SIGTERM stops the sweep: no run starts after it,
     each running one is sent SIGTERM once, checkpoints after its current update and exits, and then ``Stopped``
     is raised; a run stopped by a signal from elsewhere stops the sweep the same way. The children are stopped
     if this call ends early otherwise (an error, a second signal) and end by themselves if this process is killed."""
     package_root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    queue, loads, running, started, failed = list(zip(pending, shares)), [0.0] * max(1, gpus), [], [], []
+    queue, loads, running, started, failed = list(jobs), [0.0] * max(1, gpus), [], [], []
     stopped: list[str] = []
     bars: dict[str, _RunBar] = {}  # one progress bar per running run, following its log.csv
-    per_device = -(-len(pending) // max(1, gpus))  # at most this many share a device: 4 runs in 10 slots are 4
+    per_device = -(-len(jobs) // max(1, gpus))  # at most this many share a device: 4 runs in 10 slots are 4
     try:
         with stop_on_signals() as asked:
             while (queue and not _out_of_time(deadline) and not (asked["signal"] or stopped)) or running:
                 while (queue and not _out_of_time(deadline) and not (asked["signal"] or stopped)
-                       and (device := place(loads, queue[0][1])) is not None):
-                    c, share = queue.pop(0)
+                       and (device := place(loads, queue[0][2])) is not None):
+                    group, shares, share = queue.pop(0)
                     loads[device] += share
-                    running.append((c, _start_child(c, share, device, results_dir, gpus, stop_at, deadline,
-                                                    per_device, env), device, share))
-                    started.append(c)
+                    running.append((group, _start_child(group, shares, share, device, results_dir, gpus, stop_at,
+                                                        deadline, per_device, env), device, share))
+                    started += group
                     if progress:
-                        bars[c.name] = _RunBar(c, results_dir)
+                        bars.update((c.name, _RunBar(c, results_dir)) for c in group)
                 if (asked["signal"] or stopped) and asked.setdefault("forwarded", False) is False:
                     asked["forwarded"], asked["first"] = True, stopped[:1]  # the run stopped from elsewhere, if any
                     for _, child_process, _, _ in running:
                         child_process.terminate()  # SIGTERM, once: each checkpoints and exits
                 time.sleep(0.5)
                 for run in list(running):
-                    c, child_process, device, share = run
-                    if c.name in bars:
-                        bars[c.name].follow()
+                    group, child_process, device, share = run
+                    for c in group:
+                        if c.name in bars:
+                            bars[c.name].follow()
                     if child_process.poll() is not None:
                         running.remove(run)
                         loads[device] -= share
-                        if c.name in bars:
-                            bars.pop(c.name).close()
-                            if child_process.returncode == 0:
-                                print(result_line(results.read_meta(c.run_dir(results_dir) / results.META_FILE)),
-                                      flush=True)
+                        for c in group:
+                            if c.name in bars:
+                                bars.pop(c.name).close()
+                                meta_path = c.run_dir(results_dir) / results.META_FILE
+                                if child_process.returncode == 0 and meta_path.exists():
+                                    print(result_line(results.read_meta(meta_path)), flush=True)
+                        names = ", ".join(c.name for c in group)
                         if child_process.returncode == STOPPED:
-                            stopped.append(c.name)
+                            stopped.append(names)
                         elif child_process.returncode:
-                            failed.append(f"{c.name} (see {c.run_dir(results_dir) / results.LOG_FILE})")
+                            failed.append(f"{names} (see {group[0].run_dir(results_dir) / results.LOG_FILE})")
     finally:
         for bar in bars.values():
             bar.close()
@@ -214,14 +243,15 @@ class _RunBar:
         self.bar.close()
 
 
-def _start_child(c: TrainConfig, share: float, device: int, results_dir, gpus: int, stop_at, deadline,
-                 per_device: int, env: dict) -> subprocess.Popen:
-    """One parallel run's process (on GPU ``device`` where several are visible), its output in its run folder's
-    train.log."""
+def _start_child(group: list[TrainConfig], shares: list[float], share: float, device: int, results_dir, gpus: int,
+                 stop_at, deadline, per_device: int, env: dict) -> subprocess.Popen:
+    """One parallel job's process (on GPU ``device`` where several are visible), training one run, or the runs of
+    ``group`` together with their ``shares``; its output in its (first) run folder's train.log."""
+    c = group[0]
     gpu = {"CUDA_VISIBLE_DEVICES": str(device)} if gpus > 1 and c.device in ("auto", "cuda") else {}
     on_cpu = c.device == "cpu" or (c.device == "auto" and gpus == 0)
-    job = {"config": c.to_dict(), "results": str(results_dir), "stop_at": stop_at,
-           "time_limit": _time_left(deadline), "parent": os.getpid(),
+    job = {"configs": [g.to_dict() for g in group], "shares": shares, "results": str(results_dir),
+           "stop_at": stop_at, "time_limit": _time_left(deadline), "parent": os.getpid(),
            "concurrent_runs": min(round(1 / share), per_device),
            "cpu_threads": cpu_threads_per_run(round(1 / share)) if on_cpu else None}
     c.run_dir(results_dir).mkdir(parents=True, exist_ok=True)
@@ -239,7 +269,8 @@ def _out_of_time(deadline: float | None) -> bool:
 
 
 def child():
-    """A parallel sweep's run: its job (settings, results folder, limits) read as JSON from stdin."""
+    """A parallel sweep's run, or group of runs trained together: its job (settings, results folder, limits) read
+    as JSON from stdin."""
     import signal
     import threading
 
@@ -253,16 +284,20 @@ def child():
     threading.Thread(target=watch_parent, daemon=True).start()
     # Ctrl-C reaches every process of the terminal's group: the sweep alone answers it, by sending SIGTERM once
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cfg = TrainConfig.from_dict(job["config"])
+    group = [TrainConfig.from_dict(c) for c in job["configs"]]
     if job["cpu_threads"]:  # runs sharing the CPU split its cores (run.json records the count)
         import torch
 
         torch.set_num_threads(job["cpu_threads"])
     try:
-        train(cfg, job["results"], stop_at=job["stop_at"], time_limit=job["time_limit"], progress=False,
-              concurrent_runs=job["concurrent_runs"])
+        if len(group) == 1:
+            train(group[0], job["results"], stop_at=job["stop_at"], time_limit=job["time_limit"], progress=False,
+                  concurrent_runs=job["concurrent_runs"])
+        else:
+            train_together(group, job["results"], shares=job["shares"], stop_at=job["stop_at"],
+                           time_limit=job["time_limit"], progress=False)
     except (ValueError, RuntimeError, OSError) as e:
-        print(f"error: {cfg.name}: {e}", file=sys.stderr)
+        print(f"error: {', '.join(c.name for c in group)}: {e}", file=sys.stderr)
         sys.exit(1)
     except Stopped as e:
         print(f"stopped: {e}", file=sys.stderr)

@@ -157,7 +157,115 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
     (Ctrl-C) or SIGTERM, after the current update, and then raises ``Stopped`` (see ``stop_on_signals``).
     ``concurrent_runs`` (how many runs share the device, e.g. in a parallel sweep) is recorded in run.json.
     """
-    call_start = clock()
+    deadline = None if time_limit is None else clock() + time_limit
+    with stop_on_signals() as asked:
+        meta = _drive(_run(cfg, results_dir, {} if data is None else data, stop_at, deadline, progress, concurrent_runs, asked))
+    if _asked(asked):  # it came as the run finished: what called this stops all the same
+        raise Stopped(f"{cfg.name}: {meta['status']} when {asked['signal']} came; stopped")
+    return meta
+
+
+def train_together(configs: list[TrainConfig], results_dir: str | Path = "results", *,
+                   shares: list[float] | None = None, data: DeviceData | None = None, stop_at: int | None = None,
+                   time_limit: float | None = None, progress: bool = True) -> list[dict]:
+    """Train several runs in this one process, one update of each in turn, and return the metadata of those
+    started, in the order given.
+
+    Each run is exactly the run ``train`` makes of it alone (its own data order, warm-up, evaluations,
+    checkpoints and files; on the CPU bit for bit, tested); on CUDA each has its own stream, so that the device
+    works on one run's update while the host queues the next one's (with graphed steps, one launch each).
+    ``shares``: each run's share of the device (by default all at once): runs start in the order given while
+    the shares of those running fit in one; a run waiting for room is not started once the time limit has
+    passed or has stopped a run. ``stop_at``, ``time_limit`` (from this call) and signals act on every run as in ``train``.
+    A run that fails (diverges, or is refused) stops alone: the others train on, and then the failures are
+    raised together (one run alone: its own error).
+    """
+    names = [f"{c.study}/{c.name}" for c in configs]
+    if len(set(names)) < len(names):
+        raise ValueError(f"duplicate runs: {', '.join(sorted({n.split('/')[1] for n in names if names.count(n) > 1}))}")
+    if shares is None:
+        shares = [1 / max(1, len(configs))] * len(configs)
+    deadline = None if time_limit is None else clock() + time_limit
+    queue, running, load, done, failed, stopped = list(zip(configs, shares)), [], 0.0, {}, [], []
+    loaded = {} if data is None else data
+    started, out_of_time = 0, False
+    with stop_on_signals() as asked:
+        while queue or running:
+            # the first run always starts (as ``train`` does); the others once there is room, within the time
+            while (queue and (not running or load + queue[0][1] <= 1 + 1e-9) and not _asked(asked) and not (
+                    started and (out_of_time or (deadline is not None and clock() > deadline)))):
+                cfg, share = queue.pop(0)
+                at_once = min(round(1 / share), len(configs))
+                running.append(_Turn(cfg, share, _run(cfg, results_dir, loaded, stop_at, deadline, progress,
+                                                       at_once, asked)))
+                load, started = load + share, started + 1
+            if not running:
+                break  # out of time, or asked to stop, before the next run could start
+            for turn in list(running):
+                try:
+                    turn.step()
+                    continue
+                except StopIteration as end:
+                    done[turn.cfg] = meta = end.value
+                    # stopped by the time limit: a run started now would not fit either
+                    out_of_time |= meta["status"] != "finished" and (stop_at is None or
+                                                                    meta["iterations_done"] < stop_at)
+                except Stopped as e:
+                    stopped.append((turn.cfg, e))
+                except Exception as e:  # noqa: BLE001 - a failed run stops alone; all are raised together
+                    failed.append((turn.cfg, e))
+                running.remove(turn)
+                load -= turn.share
+    _synchronize(configs)
+    if len(configs) == 1 and (failed or stopped):
+        raise (failed or stopped)[0][1]
+    if failed:
+        raise RuntimeError("runs failed: " + "; ".join(str(e) if str(e).startswith(c.name) else f"{c.name}: {e}"
+                                                      for c, e in failed)
+                           + ("; the others ran to the end" if done else ""))
+    if stopped or _asked(asked):
+        checkpointed = [c.name for c in configs if c in dict(stopped)]
+        raise Stopped(f"stopped by {asked['signal'] or 'a signal'}; checkpointed: {', '.join(checkpointed) or 'none'}; "
+                      "the same command resumes them")
+    return [done[c] for c in configs if c in done]
+
+
+class _Turn:
+    """A run of ``train_together``: its generator (``_run``), stepped one update at a time on its own CUDA
+    stream (none on the CPU)."""
+
+    def __init__(self, cfg: TrainConfig, share: float, run):
+        self.cfg, self.share, self.run, self.stream = cfg, share, run, None
+
+    def step(self):
+        if self.stream is None and torch.cuda.is_available() and resolve_device(self.cfg.device).type == "cuda":
+            self.stream = torch.cuda.Stream()
+            self.stream.wait_stream(torch.cuda.current_stream())  # the data, copied to the device before
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            next(self.run)
+
+
+def _synchronize(configs: list[TrainConfig]):
+    """Wait for every run's stream: the device's memory is freed and reused only after the runs are done with it."""
+    if torch.cuda.is_available() and any(c.device in ("auto", "cuda") or c.device.startswith("cuda") for c in configs):
+        torch.cuda.synchronize()
+
+
+def _drive(run):
+    """Step a run's generator (``_run``) to its end; its return value."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as end:
+            return end.value
+
+
+def _run(cfg: TrainConfig, results_dir, data: DeviceData | dict, stop_at: int | None, deadline: float | None,
+         progress: bool, concurrent_runs: int, asked: dict):
+    """One run, as a generator that yields before each update and returns run.json's contents: ``train`` steps it
+    to its end, ``train_together`` steps several in turn. It holds the run's lock from its first step to its end.
+    ``data``: the run's data, or a dict of the data loaded so far (by what selects it), shared by the runs of one
+    call so that each data set is on the device once."""
     cfg = dataclasses.replace(cfg, data=resolve_source(cfg.data))
     run_dir = cfg.run_dir(results_dir)
     finished = finished_meta(cfg, results_dir)
@@ -165,17 +273,18 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
         return finished
     # the device and the data first: a bad device or missing data leaves no empty run folder behind
     device = resolve_device(cfg.device)
-    if data is None:
-        data = device_data(cfg, device)
+    if isinstance(data, dict):
+        key = (cfg.data, cfg.train_subset, cfg.test_subset, cfg.val_size, str(device))
+        data = data[key] if key in data else data.setdefault(key, device_data(cfg, device))
     created = [d for d in (run_dir, run_dir.parent) if not d.exists()]  # the run's folder, its study's
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with run_lock(run_dir):
             # checked again under the lock: another process may have finished the run meanwhile
-            deadline = None if time_limit is None else call_start + time_limit
-            with stop_on_signals() as asked:
-                meta = finished_meta(cfg, results_dir) or _train(cfg, run_dir, device, data, stop_at, deadline,
-                                                                 progress, concurrent_runs, asked)
+            meta = finished_meta(cfg, results_dir)
+            if meta is None:
+                meta = yield from _train(cfg, run_dir, device, data, stop_at, deadline, progress, concurrent_runs,
+                                         asked)
     except BaseException:
         if run_dir in created and {p.name for p in run_dir.iterdir()} <= {results.LOCK_FILE}:  # refused: none written
             (run_dir / results.LOCK_FILE).unlink(missing_ok=True)
@@ -183,8 +292,6 @@ def train(cfg: TrainConfig, results_dir: str | Path = "results", *, data: Device
                 if not any(folder.iterdir()):
                     folder.rmdir()
         raise
-    if _asked(asked):  # it came as the run finished: what called this stops all the same
-        raise Stopped(f"{cfg.name}: {meta['status']} when {asked['signal']} came; stopped")
     return meta
 
 
@@ -221,6 +328,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     bar = progress_bar(cfg.total_iterations, p.iteration, cfg.name, enabled=progress)
     model.train()
     while p.iteration < cfg.total_iterations:
+        yield  # one update per step of the generator: train_together steps runs in turn
         lr = learning_rate(p.iteration, cfg, warming_up=p.warmup_end is None)
         wrong = update(*next(batches), lr)  # adds the batch's loss and errors to window
         p.iteration += 1

@@ -67,11 +67,52 @@ def test_auto_measures_each_network_once_and_sweeps_small_networks_side_by_side(
     monkeypatch.setattr(resnet.sweeps, "visible_gpus", lambda: 1)
     monkeypatch.setattr(resnet.sweeps, "measure_runs_per_gpu",
                         lambda configs, most: measured.append([c.name for c in configs]) or {("plain", 8): 4, ("resnet", 8): 2})
-    monkeypatch.setattr(resnet.sweeps, "_parallel", lambda pending, shares, *a: placed.update(zip([c.name for c in pending], shares)) or [])
+    monkeypatch.setattr(resnet.sweeps, "train_together", lambda pending, results, shares, **kw: placed.update(
+        zip([c.name for c in pending], shares)) or [])
+    monkeypatch.setattr(resnet.sweeps, "_parallel", lambda *a: pytest.fail("a process per run on one GPU"))
     configs = [tiny_config(net=n, seed=s, device="auto") for n in ("plain", "resnet") for s in (0, 1)]
     resnet.sweeps.sweep(configs, tmp_path, progress=False)
     assert measured == [[c.name for c in configs]]
     assert placed == {"plain8-seed0": 1 / 4, "plain8-seed1": 1 / 4, "resnet8-seed0": 1 / 2, "resnet8-seed1": 1 / 2}
+    # asked for a process per run, it places them as before, each with its share
+    monkeypatch.setattr(resnet.sweeps, "_parallel", lambda jobs, *a: placed.update(
+        {g[0].name: (len(g), share) for g, _, share in jobs}) or [])
+    placed.clear()
+    resnet.sweeps.sweep(configs, tmp_path, together=False, progress=False)
+    assert placed == {"plain8-seed0": (1, 1 / 4), "plain8-seed1": (1, 1 / 4), "resnet8-seed0": (1, 1 / 2),
+                      "resnet8-seed1": (1, 1 / 2)}
+
+
+def test_on_several_gpus_runs_together_train_in_one_process_per_gpu(tmp_path, monkeypatch):
+    import json
+
+    import resnet.sweeps
+
+    started = []
+
+    class FakeChild:  # a process that ends at once, keeping the job it was given
+        def __init__(self, cmd, stdin, stdout, stderr, env, text):
+            self.gpu, self.returncode, self.stdin = env.get("CUDA_VISIBLE_DEVICES"), None, self
+            started.append(self)
+
+        def write(self, text):
+            self.job = json.loads(text)
+
+        def close(self):
+            pass
+
+        def poll(self):
+            self.returncode = 0
+            return 0
+
+    monkeypatch.setattr(resnet.sweeps.subprocess, "Popen", FakeChild)
+    monkeypatch.setattr(resnet.sweeps, "visible_gpus", lambda: 2)
+    monkeypatch.setattr(resnet.sweeps, "load_cifar10", lambda source: None)
+    configs = [tiny_config(seed=s, device="auto") for s in range(5)]
+    resnet.sweeps.sweep(configs, tmp_path, parallel=4, progress=False)
+    assert [c.gpu for c in started] == ["0", "1"]
+    assert [[c["seed"] for c in child.job["configs"]] for child in started] == [[0, 2, 4], [1, 3]]
+    assert all(child.job["shares"] == [1 / 4] * len(child.job["configs"]) for child in started)
 
 
 def test_auto_without_cuda_trains_one_run_at_a_time_as_before(tmp_path, monkeypatch):
@@ -119,11 +160,11 @@ def test_each_run_of_a_parallel_sweep_sees_its_own_gpu_and_a_failure_names_its_l
     monkeypatch.setattr(resnet.sweeps.subprocess, "Popen", FakeChild)
     configs = [tiny_config(seed=s, device="auto") for s in range(5)]
     with pytest.raises(RuntimeError, match=r"runs failed: resnet8-seed2 \(see .*resnet8-seed2/train.log\); the others ran"):
-        resnet.sweeps._parallel(configs, [1.0] * 5, tmp_path, 2, None, None)
+        resnet.sweeps._parallel([([c], [1.0], 1.0) for c in configs], tmp_path, 2, None, None)
     assert [c.gpu for c in started] == ["0", "1", "0", "1", "0"]
     cpu_only = [tiny_config(seed=s, device="cpu") for s in range(2)]
     started.clear()
-    resnet.sweeps._parallel(cpu_only, [1.0] * 2, tmp_path, 2, None, None)
+    resnet.sweeps._parallel([([c], [1.0], 1.0) for c in cpu_only], tmp_path, 2, None, None)
     assert [c.gpu for c in started] == [None, None]  # a run asked for the CPU is given no GPU
 
 
