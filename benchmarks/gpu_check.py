@@ -1,15 +1,18 @@
-"""One command that proves the CUDA path, before a GPU session spends its minutes training.
+"""One command that proves the CUDA path and measures it, before a GPU trains the study.
 
     python -m benchmarks.gpu_check --data PATH           # on a GPU: minutes; no network, no pip, no pytest needed
     python -m benchmarks.gpu_check --smoke --data PATH   # seconds on a CPU: the same checks, tiny, no timing claims
 
 1. Checks (each also a `cuda`-marked test in tests/test_cuda.py): the graphed step equals the eager step with
-   deterministic algorithms; a run stopped and resumed equals an uninterrupted one; device generators are seeded
-   and restored; bf16 predicts as fp32 does; a parallel sweep on a cold data cache trains every run.
+   deterministic algorithms; a run stopped and resumed equals an uninterrupted one; runs trained together in one
+   process equal each trained alone; device generators are seeded and restored; bf16 predicts as fp32 does; a
+   parallel sweep on a cold data cache trains every run.
 2. Speed, per network: the eager fp32 step and the graphed step (each timed in its steady state, with any wait of
    the host for the device an error), the evaluation, and the projected time of each network at the paper's
-   schedule; then all networks at once (one process each; steady state read from their logs); then, for the
-   smallest and the largest ResNet, 1, 4 and 8 copies at once beside what `sweep --parallel auto` chooses.
+   schedule; then the networks at the paper's schedule one at a time against all at once in one process (as
+   `sweep` trains them on a GPU), in minutes and as a ratio; then (without --quick) all networks at once, one
+   process each, and, for the smallest and the largest ResNet, 1, 4 and 8 copies at once beside what
+   `sweep --parallel auto` chooses.
 3. The device, driver, torch, CUDA and cuDNN versions, and whether MPS is running.
 Writes <out>/gpu_check.md and <out>/gpu_check.json.
 """
@@ -34,7 +37,7 @@ from resnet.files import write_atomic
 from resnet.data import Batches, device_data
 from resnet.results import read_csv
 from resnet.steps import evaluate, make_step, memory_format, resolve_device
-from resnet.trainer import build, learning_rate
+from resnet.trainer import build, learning_rate, train_together
 
 from .common import environment, markdown_table
 
@@ -62,13 +65,14 @@ def deterministic():
 
 # --- checks: each returns a line saying what it found, or raises AssertionError -------------------------------
 
-def losses(cfg: TrainConfig, data, iterations: int) -> list[float]:
-    """The training loss of each of ``iterations`` updates of ``cfg`` (with its lr rule), as the trainer steps."""
+def losses(cfg: TrainConfig, data, iterations: int, graphed: bool) -> list[float]:
+    """The training loss of each of ``iterations`` updates of ``cfg`` (with its lr rule), as the trainer steps,
+    with the graphed step or the eager one (on the CPU ``GraphedStep``'s code runs without a graph)."""
     device = data.train_x.device
     model, optimizer = build(cfg, device)
     batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
     window = torch.zeros(2, dtype=torch.float64, device=device)
-    update, seen = make_step(cfg, model, optimizer, window), []
+    update, seen = make_step(cfg, model, optimizer, window, graphed=graphed), []
     for it in range(iterations):
         update(*next(batches), learning_rate(it, cfg))
         seen.append(window[0].clone())  # the loss sum so far: read once, at the end
@@ -80,8 +84,8 @@ def check_graph_equals_eager(cfg: TrainConfig, data, iterations: int = 60) -> st
     """The graphed step's losses against the eager step's, with deterministic algorithms: the same kernels, so
     equal up to the summation order of the graph's memory (allowed: 1e-5 relative)."""
     with deterministic():
-        eager = losses(dataclasses.replace(cfg, cuda_graph=False), data, iterations)
-        graphed = losses(dataclasses.replace(cfg, cuda_graph=True), data, iterations)
+        eager = losses(cfg, data, iterations, graphed=False)
+        graphed = losses(cfg, data, iterations, graphed=True)
     worst = max(abs(g - e) / max(abs(e), 1e-12) for g, e in zip(graphed, eager))
     assert worst <= 1e-5, f"{cfg.net}-{cfg.depth}: graphed losses differ from eager by up to {worst:.2e} (relative)"
     return f"{cfg.net}-{cfg.depth} {cfg.precision}: {iterations} graphed updates equal eager ones (worst {worst:.1e})"
@@ -95,6 +99,16 @@ def check_resume(cfg: TrainConfig, data) -> str:
         resumed = train(cfg, b, data=data, progress=False)
     assert resumed["weights_sha256"] == whole["weights_sha256"], "a resumed run differs from an uninterrupted one"
     return f"resume at iteration {cfg.total_iterations // 2} of {cfg.total_iterations}: bit-identical weights"
+
+
+def check_together(cfg: TrainConfig, data) -> str:
+    """Two runs trained together in one process (each on its own stream) end bit for bit where each ends alone."""
+    pair = [dataclasses.replace(cfg, net="plain", seed=1), cfg]
+    with deterministic(), tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        alone = [train(c, a, data=data, progress=False)["weights_sha256"] for c in pair]
+        together = [m["weights_sha256"] for m in train_together(pair, b, data=data, progress=False)]
+    assert together == alone, "runs trained together differ from the same runs trained alone"
+    return f"{len(pair)} runs in one process, stepped in turn: bit-identical to each alone"
 
 
 def check_generators(device: torch.device) -> str:
@@ -168,6 +182,7 @@ def run_checks(base: TrainConfig, data, device: torch.device, smoke: bool = Fals
     checks = [("graphed step = eager (fp32)", lambda: check_graph_equals_eager(small, data)),
               ("graphed step = eager (bf16)", lambda: check_graph_equals_eager(dataclasses.replace(small, precision="bf16"), data)),
               ("resume", lambda: check_resume(small, data)),
+              ("runs together = alone", lambda: check_together(small, data)),
               ("generators", lambda: check_generators(device)),
               ("bf16 vs fp32", lambda: check_bf16(small, data)),
               ("parallel sweep, cold cache", lambda: check_cold_cache_sweep(base))]
@@ -189,7 +204,7 @@ def speed(base: TrainConfig, data, networks: list[tuple[str, int]], iterations: 
     projected hours of a paper-schedule run with each step."""
     for net, depth in networks:
         cfg = dataclasses.replace(base, net=net, depth=depth, warmup=False)
-        eager, per_eval, eager_sync = _timed(cfg, data, iterations)
+        eager, per_eval, eager_sync = _timed(dataclasses.replace(cfg, cuda_graph=False), data, iterations)
         graphed, _, graphed_sync = _timed(dataclasses.replace(cfg, cuda_graph=True), data, iterations)
         project = lambda per_step: (PAPER.total_iterations * per_step + EVALUATIONS * per_eval) / 60  # noqa: E731
         row = {"network": f"{net}-{depth}", "precision": cfg.precision, "eager ms/step": f"{1e3 * eager:.2f}",
@@ -228,13 +243,41 @@ def _side_by_side(configs: list[TrainConfig], iterations: int) -> list[float]:
     configs = [dataclasses.replace(c, iterations=iterations, milestones=(), warmup=False, eval_every=every,
                                    checkpoint_every=every * 1000) for c in configs]
     with tempfile.TemporaryDirectory() as d:
-        sweep(configs, d, parallel=len(configs), progress=False)
-        per_step = []
-        for c in configs:
-            log = read_csv(c.run_dir(d) / "log.csv")
-            first, last = log.iloc[0], log.iloc[-1]
-            per_step.append((last["elapsed_s"] - first["elapsed_s"]) / (last["iteration"] - first["iteration"]))
-    return per_step
+        sweep(configs, d, parallel=len(configs), together=False, progress=False)
+        return [_steady_step(c.run_dir(d)) for c in configs]
+
+
+def in_one_process(base: TrainConfig, networks: list[tuple[str, int]], data, rows: list[dict], iterations: int) -> dict:
+    """The networks trained at once in one process (``train_together``, as ``sweep`` trains them on a GPU, each
+    with the default step), against one at a time, both projected to the paper's schedule.
+
+    Each run trains 2 x ``iterations`` updates, evaluated after each half on 500 test images (nearly free), so
+    the second half, read from its log, is the steady state of the updates in turn: one round of every
+    network's update per iteration. At the paper's schedule every run makes the same number of updates, so the
+    set ends after that many rounds; the evaluations are added as measured per network (``rows``), one after
+    another. One at a time: each network's own projection with the same step (``rows``), summed."""
+    eval_cost = sum(float(r["s / evaluation"]) for r in rows)
+    graphed = base.cuda_graph and data.train_x.device.type == "cuda"
+    configs = [dataclasses.replace(base, net=n, depth=d, iterations=2 * iterations, milestones=(), warmup=False,
+                                   eval_every=iterations, checkpoint_every=2 * iterations, test_subset=500)
+               for n, d in networks]
+    few = dataclasses.replace(data, test_x=data.test_x[:500], test_y=data.test_y[:500])
+    with tempfile.TemporaryDirectory() as d:
+        train_together(configs, d, data=few, progress=False)
+        per_round = max(_steady_step(c.run_dir(d)) for c in configs)  # each run's second half spans the same rounds
+    together_min = (PAPER.total_iterations * per_round + EVALUATIONS * eval_cost) / 60
+    one_at_a_time = sum(float(r["paper schedule, graphed (min)" if graphed else "paper schedule, eager (min)"])
+                        for r in rows)
+    return {"networks": len(configs), "step": "graphed" if graphed else "eager", "s / round of updates": per_round,
+            "one at a time (min)": one_at_a_time, "all at once, one process (min)": together_min,
+            "speed-up": one_at_a_time / together_min}
+
+
+def _steady_step(run_dir: Path) -> float:
+    """Seconds per update between a run's first and last log rows."""
+    log = read_csv(run_dir / "log.csv")
+    first, last = log.iloc[0], log.iloc[-1]
+    return (last["elapsed_s"] - first["elapsed_s"]) / (last["iteration"] - first["iteration"])
 
 
 def runs_at_once(base: TrainConfig, networks: list[tuple[str, int]], iterations: int, counts=(1, 2, 4, 8)) -> list[dict]:
@@ -299,12 +342,16 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checks, rows, together, proxy = run_checks(base, tiny_data, device, args.smoke), [], [], []
+    one_process: dict = {}
     # rewritten after each step, so that a command stopped at its time limit still returns what was measured
-    write = lambda: write_report(out, args, env, base, device, checks, rows, together, proxy)  # noqa: E731
+    write = lambda: write_report(out, args, env, base, device, checks, rows, one_process, together, proxy)  # noqa: E731
     write()
     for row in speed(base, data, networks, args.iterations):
         rows.append(row)
         write()
+    one_process.update(in_one_process(base, networks, data, rows, args.iterations))
+    print(one_process, flush=True)
+    write()
     if not args.quick:
         together += [concurrent(base, networks, 4 if args.smoke else args.iterations, g) for g in (False, True)]
         write()
@@ -316,10 +363,11 @@ def main(argv=None) -> int:
     return 1 if failed else 0
 
 
-def write_report(out: Path, args, env: dict, base: TrainConfig, device, checks, rows, together, proxy) -> None:
+def write_report(out: Path, args, env: dict, base: TrainConfig, device, checks, rows, one_process, together,
+                 proxy) -> None:
     """gpu_check.json and gpu_check.md in ``out``, from what has been measured so far."""
     summary = {"environment": env, "smoke": args.smoke, "quick": args.quick, "checks": checks, "speed": rows,
-               "concurrent": together, "runs at once": proxy}
+               "in one process": one_process, "concurrent": together, "runs at once": proxy}
     write_atomic(json.dumps(summary, indent=1) + "\n", out / "gpu_check.json")
     failed = [c["check"] for c in checks if c["result"] != "passed"]
     pending = "(not measured: --quick)" if args.quick else "(not measured yet)"
@@ -332,6 +380,8 @@ def write_report(out: Path, args, env: dict, base: TrainConfig, device, checks, 
              f"One run at a time, the {len(rows)} networks measured take "
              f"{sum(float(r['paper schedule, eager (min)']) for r in rows):.0f} min eager and "
              f"{sum(float(r['paper schedule, graphed (min)']) for r in rows):.0f} min graphed.", "",
+             f"## The {len(rows) or ''} networks at the paper's schedule: one at a time, and all at once in one process",
+             "", _one_process_line(one_process), "",
              "## All at once (one process each)", ""]
     if not together:
         lines.append(pending)
@@ -340,10 +390,19 @@ def write_report(out: Path, args, env: dict, base: TrainConfig, device, checks, 
                      f"{t['projected minutes (upper bound, evaluations not included)']:.0f} min "
                      f"(slowest step {1e3 * max(t['s / step each'].values()):.1f} ms)")
     lines += ["", "## Runs at once: `sweep --parallel auto`'s choice, and throughput measured with copies side by side",
-              "", "Throughput of k copies of a network, one process each, relative to one alone (eager, "
-              f"{base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
+              "", "Throughput of k copies of a network, one process each, relative to one alone ("
+              f"{'graphed' if base.cuda_graph and device.type == 'cuda' else 'eager'}, {base.precision}); auto takes the fewest runs that reach 90% of the best throughput of one run at "
               "batches of 128 x k, a proxy that this table checks.", "", markdown_table(proxy) if proxy else pending]
     write_atomic("\n".join(lines) + "\n", out / "gpu_check.md")
+
+
+def _one_process_line(m: dict) -> str:
+    if not m:
+        return "(not measured yet)"
+    return (f"{m['step']} steps: one at a time {m['one at a time (min)']:.1f} min; all {m['networks']} at once in one "
+            f"process {m['all at once, one process (min)']:.1f} min ({m['speed-up']:.2f}x), a round of their "
+            f"{m['networks']} updates taking {1e3 * m['s / round of updates']:.1f} ms; evaluations as measured per "
+            "network, one after another.")
 
 
 if __name__ == "__main__":

@@ -36,13 +36,17 @@ def test_gpu_check_smoke_runs_every_check_and_reports(tmp_path):
 
     assert gpu_check.main(["--smoke", "--device", "cpu", "--data", str(SMALL_SOURCE), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "gpu_check.md").read_text()
-    assert "SMOKE MODE" in md and "## Checks: all passed" in md and md.count("| passed |") == 6
+    assert "SMOKE MODE" in md and "## Checks: all passed" in md and md.count("| passed |") == 7
     assert "| resnet-8 | fp32 |" in md and "All at once" in md
+    assert "eager steps: one at a time " in md and " min; all 2 at once in one process " in md
     assert "`sweep --parallel auto`'s choice" in md and "| plain-8 | " in md.split("## Runs at once")[1]
     import json
 
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert summary["smoke"] and {c["check"] for c in summary["checks"]} >= {"resume", "parallel sweep, cold cache"}
+    assert summary["smoke"] and {c["check"] for c in summary["checks"]} >= {"resume", "parallel sweep, cold cache",
+                                                                             "runs together = alone"}
+    together = summary["in one process"]
+    assert together["networks"] == 2 and together["speed-up"] > 0 and together["s / round of updates"] > 0
 
 
 def test_gpu_check_reports_a_failing_check_and_exits_1_and_quick_stops_after_the_speed(tmp_path, monkeypatch):
@@ -101,7 +105,7 @@ def test_gpu_check_keeps_what_it_measured_when_stopped_part_way(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         gpu_check.main(["--smoke", "--quick", "--device", "cpu", "--data", str(SMALL_SOURCE), "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert [r["network"] for r in summary["speed"]] == ["plain-8"] and len(summary["checks"]) == 6
+    assert [r["network"] for r in summary["speed"]] == ["plain-8"] and len(summary["checks"]) == 7
     assert "| plain-8 | fp32 |" in (tmp_path / "gpu_check.md").read_text()
 
 
@@ -134,3 +138,17 @@ def test_official_images_scores_each_run_as_it_was_tested_in_training_and_the_pe
     assert run["error"] == pytest.approx(meta["final_test_error"], abs=0.2)  # at most one of the 500 images
     assert official_errors(load_runs(tmp_path / "results"), tmp_path) == {run["run"]: run["error"]}
     assert "| peer: akamaster-resnet56.th (trained on the official images) | fp32 |" in out.with_suffix(".md").read_text()
+
+
+def test_fusion_smoke_trains_fused_seeds_as_separate_runs_to_rounding_and_reports(tmp_path):
+    from benchmarks import fusion
+
+    assert fusion.main(["--smoke", "--data", str(SMALL_SOURCE), "--ks", "1", "2", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "fusion.json").read_text())
+    (equal,) = summary["equality"]
+    assert equal["K"] == 2 and equal["one update: losses, worst relative difference"] < 1e-5
+    assert equal["one update: weights, worst relative difference"] < 1e-5
+    assert equal["free-running: losses, worst relative difference"] >= 0
+    assert [(r["network"], r["K"]) for r in summary["speed"]] == [("resnet-8", 1), ("resnet-8", 2)]
+    assert summary["verdict"] == "smoke mode: no decision"
+    assert "SMOKE MODE" in (tmp_path / "fusion.md").read_text()
