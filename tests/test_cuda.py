@@ -31,6 +31,10 @@ def test_resume_on_cuda_is_bit_identical(cuda_data):
     gpu_check.check_resume(BASE, cuda_data)
 
 
+def test_runs_together_on_cuda_equal_each_alone(cuda_data):
+    gpu_check.check_together(BASE, cuda_data)
+
+
 def test_cuda_generators_repeat_and_restore():
     gpu_check.check_generators(CUDA)
 
