@@ -195,7 +195,8 @@ def _set_state(fused: FusedNet, fused_opt, nets: list[CifarNet], opts):
 
 
 def speed(cfg: TrainConfig, data, k: int, iterations: int) -> dict:
-    """Aggregate images/s of K fused runs and of K separate runs stepped in turn (after 2 untimed steps each)."""
+    """Aggregate images/s of K fused runs and of K separate runs stepped in turn (after 2 untimed steps each; the
+    timed steps of the two alternate)."""
     nets, opts, batches = _runs(cfg, data, k)
     fused = FusedNet([CifarNet(cfg.depth, cfg.shortcut if cfg.net == "resnet" else None) for _ in range(k)])
     fused_opt = _sgd(cfg, fused)
@@ -207,16 +208,27 @@ def speed(cfg: TrainConfig, data, k: int, iterations: int) -> dict:
     def together():
         _fused_step(fused, fused_opt, [next(b) for b in batches], cfg.precision)
 
-    rates = {}
-    for name, step in (("separate", separate), ("fused", together)):
-        for _ in range(2):
+    seconds = {"separate": 0.0, "fused": 0.0}
+    for _ in range(2):  # untimed: allocations, kernel choice
+        separate(), together()
+    for _ in range(iterations):  # alternated, so that a machine's drift weighs on both alike
+        for name, step in (("separate", separate), ("fused", together)):
+            start = time.perf_counter()
             step()
-        start = time.perf_counter()
-        for _ in range(iterations):
-            step()
-        rates[name] = k * cfg.batch_size * iterations / (time.perf_counter() - start)
+            seconds[name] += time.perf_counter() - start
+    rates = {name: k * cfg.batch_size * iterations / s for name, s in seconds.items()}
     return {"network": f"{cfg.net}-{cfg.depth}", "K": k, "images/s, separate": round(rates["separate"], 1),
             "images/s, fused": round(rates["fused"], 1), "gain": round(rates["fused"] / rates["separate"], 3)}
+
+
+def _two_processes(precision: str) -> dict[str, float]:
+    """Per network, how much sooner two runs at once in two processes (one thread each, as a CPU sweep trains them)
+    finish than one at a time, as benchmarks/cpu_parallel.json measured it on this project's CPU ({} without it)."""
+    path = Path(__file__).with_name("cpu_parallel.json")
+    if not path.exists():
+        return {}
+    measured = json.loads(path.read_text())
+    return {r["network"]: r["gain"] for r in measured["rows"]} if measured.get("precision") == precision else {}
 
 
 def main(argv=None) -> int:
@@ -245,9 +257,16 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     seeds = [r for r in rows if r["K"] > 1]
     best = max((r["gain"] for r in seeds), default=0.0)
-    verdict = "smoke mode: no decision" if args.smoke else (f"fusion gains at most {best:.2f}x over separate runs, "
-               + (f"at least the {GATE}x gate: worth building into the trainer" if best >= GATE else
-                  f"below the {GATE}x gate: not built into the trainer"))
+    two = _two_processes(args.precision) if device.type == "cpu" else {}
+    for r in seeds:
+        if r["K"] == 2 and r["network"] in two:
+            r["gain over 2 processes (est.)"] = round(r["gain"] / two[r["network"]], 3)
+    against = max((r.get("gain over 2 processes (est.)", r["gain"]) for r in seeds), default=0.0)
+    verdict = "smoke mode: no decision" if args.smoke else (
+        f"fusion gains at most {best:.2f}x over separate runs in turn"
+        + (f" and at most {against:.2f}x over two runs at once in two processes" if two else "") + ", "
+        + (f"at least the {GATE}x gate: worth building into the trainer" if against >= GATE else
+           f"below the {GATE}x gate: not built into the trainer"))
     env = environment(str(device))
     summary = {"environment": env, "smoke": args.smoke, "precision": args.precision, "equality": equal,
                "speed": rows, "best gain": best, "gate": GATE, "verdict": verdict}
@@ -257,7 +276,11 @@ def main(argv=None) -> int:
     lines = [f"# Horizontal fusion of seeds{' — SMOKE MODE: no meaningful timings' if args.smoke else ''}", "",
              __doc__.split("\n\n")[2].replace("\n", " "), "",
              f"## Speed ({args.precision}, batch {base.batch_size} per run, {args.iterations} timed steps each after 2 "
-             "untimed)", "", markdown_table(rows), "",
+             "untimed, the two kinds alternating)", "", markdown_table(rows), "",
+             "*gain*: the fused network's images/s over the separate runs'. *gain over 2 processes (est.)*: for K = 2,"
+             " that gain divided by how much two runs at once in two processes gain over one at a time, as "
+             "[cpu_parallel.md](cpu_parallel.md) measured it: what fusion would add to the way a CPU sweep trains "
+             "two seeds.", "",
              f"**Decision: {verdict}.**", "",
              "## Equality with separate runs (fp32)", "", markdown_table(equal), "",
              f"Measured {env['date']} on {env['device']}, torch {env['torch']}, commit {env['git_commit'][:10]}; "
