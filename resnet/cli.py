@@ -65,9 +65,12 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("sweep", help="train every missing run of depths x nets x seeds")
     _add_config_flags(p, skip=SWEPT)
-    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110])
-    p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110], help=(
+        "the runs go depth by depth and, within a depth, net by net, each with its seeds, in the orders given: "
+        "a sweep cut short still compares plain and residual at each depth it has (default: 20 32 44 56 110)"))
+    p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"],
+                   help="default: plain resnet")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default: 0")
     p.add_argument("--parallel", type=_runs_at_once, default="auto", help=(
         "runs at once; with several GPUs visible, per GPU; on the CPU, each in its own process with its share "
         "of the threads (default: auto: one at a time without CUDA; on CUDA, per network as many as a few timed "
@@ -163,7 +166,7 @@ def _sweep(args) -> int | None:
     """Train the runs of the nets, depths and seeds asked for: in turn, in parallel, or as jobs."""
     from .sweeps import result_line, sweep
 
-    configs = [_config(args, net=n, depth=d, seed=s) for n in args.nets for d in args.depths for s in args.seeds]
+    configs = [_config(args, net=n, depth=d, seed=s) for d in args.depths for n in args.nets for s in args.seeds]
     if args.launcher:
         from .launch import submit, wait
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from .config import TrainConfig
 from .sweeps import parse_runs_at_once
 
-NETWORKS = tuple((net, depth) for net in ("plain", "resnet") for depth in (20, 32, 44, 56, 110))  # Figure 6's ten
+# Figure 6's ten, a depth's pair at a time: a study cut short still compares plain and residual at each depth it has
+NETWORKS = tuple((net, depth) for depth in (20, 32, 44, 56, 110) for net in ("plain", "resnet"))
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,21 @@ def test_cli_help_documents_every_setting(capsys, command):
         assert flag in out
 
 
+def test_cli_sweep_goes_depth_by_depth_then_net_then_seed(monkeypatch, tmp_path, capsys):
+    # both nets of a depth before the next depth: a sweep cut short still has plain and residual side by side
+    import resnet.sweeps
+
+    asked = []
+    monkeypatch.setattr(resnet.sweeps, "sweep", lambda configs, *a, **k: asked.extend(configs) or [])
+    main(["sweep", "--results", str(tmp_path), "--quiet", "--depths", "32", "20", "--seeds", "1", "0"])
+    assert [c.name for c in asked] == ["plain32-seed1", "plain32-seed0", "resnet32-seed1", "resnet32-seed0",
+                                       "plain20-seed1", "plain20-seed0", "resnet20-seed1", "resnet20-seed0"]
+    asked.clear()
+    main(["sweep", "--results", str(tmp_path), "--quiet"])
+    assert [c.name for c in asked] == [f"{n}{d}-seed0" for d in (20, 32, 44, 56, 110) for n in ("plain", "resnet")]
+    capsys.readouterr()
+
+
 def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
     assert main(["plot", "--results", str(fixture_results), "--assets", str(tmp_path), "--shortcuts", "20"]) == 0
     out, err = capsys.readouterr()
