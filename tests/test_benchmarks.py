@@ -152,3 +152,18 @@ def test_fusion_smoke_trains_fused_seeds_as_separate_runs_to_rounding_and_report
     assert [(r["network"], r["K"]) for r in summary["speed"]] == [("resnet-8", 1), ("resnet-8", 2)]
     assert summary["verdict"] == "smoke mode: no decision"
     assert "SMOKE MODE" in (tmp_path / "fusion.md").read_text()
+
+
+def test_cpu_layout_smoke_times_both_layouts_and_reports_what_the_layout_changes(tmp_path):
+    from benchmarks import cpu_layout
+
+    assert cpu_layout.main(["--smoke", "--data", str(SMALL_SOURCE), "--precisions", "fp32", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "cpu_layout.json").read_text())
+    [row] = summary["speed"]
+    assert (row["network"], row["precision"], row["threads"]) == ("resnet-8", "fp32", 1)
+    for kind in ("step", "evaluation"):
+        assert row[f"{kind} gain"] > 0 and row[f"s/{kind}, contiguous"] > 0 and row[f"s/{kind}, channels_last"] > 0
+    [diff] = summary["difference"]  # the same weights in either layout: rounding apart, the same predictions
+    assert 0 < float(diff["one update: largest weight difference / largest weight"]) < 1e-3
+    assert diff["test predictions that differ"].startswith("0 of ")
+    assert "SMOKE MODE" in (tmp_path / "cpu_layout.md").read_text()
