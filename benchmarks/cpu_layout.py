@@ -1,5 +1,6 @@
-"""Memory layout on the CPU: the training step and the evaluation with the images and weights channels-last against
-the default (contiguous, NCHW) layout, which is what the trainer uses on the CPU (CUDA trains channels-last).
+"""Memory layout on the CPU: the training step and the evaluation with the images and weights channels-last (how
+runs train, on every device) against the default contiguous (NCHW) layout, in which CPU runs begun before the layout
+was recorded go on training.
 
     python -m benchmarks.cpu_layout --data PATH [--out benchmarks]
     python -m benchmarks.cpu_layout --smoke --data PATH      # seconds: the same code, tiny, no timing claims

@@ -137,10 +137,11 @@ def _separate_step(model, optimizer, x, y, precision: str):
 
 
 def _runs(cfg: TrainConfig, data, k: int):
-    """K seeds of ``cfg``: their networks, optimisers and batches, as the trainer builds them."""
+    """K seeds of ``cfg``: their networks, optimisers and batches, as the trainer builds them, in the contiguous
+    layout the fused network has (and fusion.md was measured in)."""
     device = data.train_x.device
     configs = [dataclasses.replace(cfg, seed=s) for s in range(k)]
-    built = [build(c, device) for c in configs]
+    built = [build(c, device, layout="contiguous") for c in configs]
     return [m for m, _ in built], [o for _, o in built], [Batches(data, c.batch_size, c.seed) for c in configs]
 
 

@@ -36,7 +36,7 @@ from resnet.sweeps import measure_runs_per_gpu, most_runs_per_gpu, time_network
 from resnet.files import write_atomic
 from resnet.data import Batches, device_data
 from resnet.results import read_csv
-from resnet.steps import evaluate, make_step, memory_format, resolve_device
+from resnet.steps import LAYOUT, LAYOUTS, evaluate, make_step, resolve_device
 from resnet.trainer import build, learning_rate, train_together
 
 from .common import environment, markdown_table
@@ -70,7 +70,7 @@ def losses(cfg: TrainConfig, data, iterations: int, graphed: bool) -> list[float
     with the graphed step or the eager one (on the CPU ``GraphedStep``'s code runs without a graph)."""
     device = data.train_x.device
     model, optimizer = build(cfg, device)
-    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
+    batches = Batches(data, cfg.batch_size, cfg.seed, LAYOUTS[LAYOUT])
     window = torch.zeros(2, dtype=torch.float64, device=device)
     update, seen = make_step(cfg, model, optimizer, window, graphed=graphed), []
     for it in range(iterations):

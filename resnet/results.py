@@ -82,6 +82,7 @@ OPTIONAL_META_FIELDS = {
     "reseeded": list,  # resumes on another device, whose generator was re-seeded (see checkpoint.restore)
     "restarted": list,  # restarts from the beginning after the checkpoint was lost (see trainer._lost_checkpoint)
     "threads_changed": list,  # CPU resumes under another thread count (see trainer.note_threads)
+    "layout": str,  # of the weights and batches while training, 'channels_last' or 'contiguous' (see steps.LAYOUT)
 }
 
 

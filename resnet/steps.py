@@ -22,9 +22,16 @@ import torch.nn.functional as F
 
 
 
-def memory_format(device: torch.device) -> torch.memory_format:
-    """Channels-last on CUDA (faster convolutions with cuDNN), the default layout on the CPU."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+# The memory layout of a run's weights and batches. A run trains in channels-last, the faster on CUDA (cuDNN) and on
+# the CPU (oneDNN; benchmarks/cpu_layout.md), and keeps the layout it began in (the layout changes the order of the
+# float sums, so a resume in another is not bit-for-bit the uninterrupted run).
+LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+LAYOUT = "channels_last"
+
+
+def older_layout(device_type: str) -> str:
+    """The layout of runs recorded before their layout was: channels-last on CUDA, contiguous on the CPU."""
+    return "channels_last" if device_type == "cuda" else "contiguous"
 
 
 def autocast(device: torch.device, precision: str, cache: bool = True):
@@ -84,9 +91,8 @@ class GraphedStep(Step):
         super().__init__(model, optimizer, precision, window)
         device = window.device
         self.cuda = device.type == "cuda"
-        # static inputs, which the graph reads: each batch is copied in
-        self.x = torch.empty(batch_size, 3, 32, 32, device=device).contiguous(memory_format=memory_format(device))
-        self.y = torch.empty(batch_size, dtype=torch.long, device=device)
+        # static inputs, which the graph reads: each batch is copied in (x laid out as the first batch is)
+        self.x, self.y = None, torch.empty(batch_size, dtype=torch.long, device=device)
         self.wrong = torch.zeros((), dtype=torch.float64, device=window.device)  # static output
         self.calls, self.lr, self.graph = 0, None, None
 
@@ -98,6 +104,8 @@ class GraphedStep(Step):
         self.wrong.copy_(wrong)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> torch.Tensor:
+        if self.x is None:
+            self.x = torch.empty_like(x)
         self.x.copy_(x)
         self.y.copy_(y)
         self.calls += 1

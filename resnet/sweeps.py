@@ -41,7 +41,7 @@ from . import results
 from .config import TrainConfig, resolve_source
 from .data import Batches, device_data, load_cifar10
 from .results import finished_meta
-from .steps import evaluate, make_step, memory_format, resolve_device
+from .steps import LAYOUT, LAYOUTS, evaluate, make_step, resolve_device
 from .trainer import Stopped, build, progress_bar, stop_on_signals, train, train_together
 
 
@@ -410,7 +410,7 @@ def time_network(cfg: TrainConfig, data, iterations: int = 3, sync_check: bool =
     model, optimizer = build(cfg, device)
     # fresh batches as in training: one batch again and again is learnt by heart within a few steps, and the
     # vanishing gradients that follow turn into denormal floats that slow a CPU step twenty-fold
-    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
+    batches = Batches(data, cfg.batch_size, cfg.seed, LAYOUTS[LAYOUT])
     update = make_step(cfg, model, optimizer, torch.zeros(2, dtype=torch.float64, device=device))
     try:
         for i in range(update.untimed + iterations):

@@ -41,7 +41,7 @@ from .data import Batches, DeviceData, device_data
 from .files import torch_bytes, write_atomic
 from .models import build_model, count_parameters
 from .results import RunConflict, differences, finished_meta, run_lock
-from .steps import evaluate, make_step, memory_format, resolve_device
+from .steps import LAYOUT, LAYOUTS, evaluate, make_step, older_layout, resolve_device
 
 
 clock = time.perf_counter  # the trainer's clock for time limits and timings (a test replaces it)
@@ -99,6 +99,7 @@ class Progress:
     # count trains other weights; each change is kept, where it happened and from which count to which
     cpu_threads: int | None = None
     threads_changed: list[dict] = field(default_factory=list)
+    layout: str = LAYOUT  # of the weights and batches (steps.LAYOUTS), kept for the run's life on a device
 
 
 PROGRESS_FIELDS = {f.name for f in dataclasses.fields(Progress)}  # older checkpoints lack the newer ones
@@ -136,10 +137,10 @@ def warmup_ended(iteration: int, error: float, cfg: TrainConfig) -> bool:
     return error < cfg.warmup_until_error or iteration >= cfg.warmup_max_iterations
 
 
-def build(cfg: TrainConfig, device: torch.device):
-    """The network of ``cfg`` on ``device`` (channels-last on CUDA), seeded by cfg.seed, and its SGD optimiser."""
+def build(cfg: TrainConfig, device: torch.device, layout: str = LAYOUT):
+    """The network of ``cfg`` on ``device`` in ``layout`` (steps.LAYOUTS), seeded by cfg.seed, and its SGD optimiser."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(device).to(memory_format=memory_format(device))
+    model = build_model(cfg).to(device).to(memory_format=LAYOUTS[layout])
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return model, optimizer
 
@@ -300,7 +301,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     if device.type == "cuda":  # cuDNN's fastest algorithms, unless deterministic ones are asked for (bit-for-bit checks)
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     model, optimizer = build(cfg, device)
-    batches = Batches(data, cfg.batch_size, cfg.seed, memory_format(device))
+    batches = Batches(data, cfg.batch_size, cfg.seed, LAYOUTS[LAYOUT])
     ckpt_path = run_dir / results.CHECKPOINT_FILE
     p = Progress(warmup_end=None if cfg.uses_warmup else 0, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  generator_device=device.type)
@@ -309,6 +310,8 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
         p = Progress(**{k: v for k, v in loop.items() if k in PROGRESS_FIELDS})
         if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
             p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
+        model.to(memory_format=LAYOUTS[p.layout])  # the run goes on in its own layout (the values are unchanged)
+        batches.memory_format = LAYOUTS[p.layout]
     else:
         p.restarted = _lost_checkpoint(run_dir)
     changed = note_threads(p, torch.get_num_threads() if device.type == "cpu" else None)
@@ -385,7 +388,8 @@ def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Pr
             "final_test_error": None, "best_test_error": None, "best_test_iteration": None,
             "final_train_error": None, "finished": None, **numerics(device),
         }
-    meta.update(iterations_done=p.iteration, warmup_end=p.warmup_end, wall_s=p.wall_s, started=p.started)
+    meta.update(iterations_done=p.iteration, warmup_end=p.warmup_end, wall_s=p.wall_s, started=p.started,
+                layout=p.layout)
     if p.reseeded:
         meta["reseeded"] = p.reseeded
     if p.restarted:
@@ -547,6 +551,8 @@ def restore_checkpoint(path: Path, cfg: TrainConfig, data_checksum: str, model, 
         batches.generator.manual_seed(reseed(cfg.seed, loop["iteration"]))
         loop["reseeded"] = loop.get("reseeded", []) + [{"iteration": loop["iteration"], "from": saved, "to": here}]
         loop["generator_device"] = here
+        loop["layout"] = LAYOUT  # no exact resume on another device: it goes on in the layout it trains fastest in
+    loop.setdefault("layout", older_layout(here))  # a checkpoint older than its layout: the one it trained in
     return loop
 
 

@@ -65,10 +65,12 @@ def test_a_checkpoint_of_another_devices_generator_resumes_reseeded_and_recorded
         state = read_checkpoint(path)
         state["generator_device"] = "cuda"
         state["sampler"]["generator"] = torch.zeros(16, dtype=torch.uint8)
+        state["layout"] = "contiguous"  # moved, no exact resume: it goes on in the layout this device trains fastest in
         write_checkpoint(state, path)
         runs.append(train(cfg, results, data=small_data, progress=False))
     a, b = runs
     assert a["status"] == "finished" and a["reseeded"] == [{"iteration": 20, "from": "cuda", "to": "cpu"}]
+    assert a["layout"] == "channels_last"
     assert a["weights_sha256"] == b["weights_sha256"]  # re-seeded the same way every time
     uninterrupted = train(cfg, tmp_path / "c", data=small_data, progress=False)
     logs = [read_csv(cfg.run_dir(tmp_path / r) / "log.csv").drop(columns=["elapsed_s", "images_per_s"]) for r in "ac"]
@@ -115,3 +117,44 @@ def test_a_checkpoint_older_than_the_thread_count_takes_run_json_s(tmp_path, sma
         assert "trained so far with 7" in said
     else:  # unchanged: nothing recorded, nothing said
         assert "threads_changed" not in meta and "CPU threads" not in said
+
+
+def _conv_weight(state: dict) -> torch.Tensor:
+    return next(t for t in state["model"].values() if t.ndim == 4 and t.shape[1] > 1)
+
+
+def _as_older_checkpoint(path):
+    """The checkpoint as it was written before layouts were recorded, by a run trained contiguous."""
+    state = read_checkpoint(path)
+    del state["layout"]
+    state["model"] = {k: v.contiguous() for k, v in state["model"].items()}
+    for entry in state["optimizer"]["state"].values():
+        entry["momentum_buffer"] = entry["momentum_buffer"].contiguous()
+    write_checkpoint(state, path)
+
+
+def test_a_run_trains_channels_last_and_a_run_begun_contiguous_goes_on_contiguous_exactly(tmp_path, small_data):
+    cfg = tiny_config()
+    new = train(cfg, tmp_path / "new", data=small_data, stop_at=10, progress=False)
+    state = read_checkpoint(cfg.run_dir(tmp_path / "new") / "checkpoint.pt")
+    assert new["layout"] == state["layout"] == "channels_last"
+    weight = _conv_weight(state)
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    new = train(cfg, tmp_path / "new", data=small_data, progress=False)
+    assert new["status"] == "finished" and new["layout"] == "channels_last"
+
+    finished = []
+    for name, stops in (("once", [None]), ("twice", [20, None])):  # resumed from an older checkpoint at 10
+        results = tmp_path / name
+        train(cfg, results, data=small_data, stop_at=10, progress=False)
+        _as_older_checkpoint(cfg.run_dir(results) / "checkpoint.pt")
+        for stop in stops:
+            meta = train(cfg, results, data=small_data, stop_at=stop, progress=False)
+            if stop:
+                state = read_checkpoint(cfg.run_dir(results) / "checkpoint.pt")
+                assert state["layout"] == "contiguous" and _conv_weight(state).is_contiguous()
+        finished.append(meta)
+    once, twice = finished
+    assert once["layout"] == twice["layout"] == "contiguous"
+    assert once["weights_sha256"] == twice["weights_sha256"]  # a contiguous run's resumes are exact too
+    assert once["weights_sha256"] != new["weights_sha256"]  # and the layout did change the sums
