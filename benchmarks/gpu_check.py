@@ -179,7 +179,7 @@ def run_checks(base: TrainConfig, data, device: torch.device, smoke: bool = Fals
     """Every check, each reported as passed or failed (with its error), none stopping the others (``smoke``: on
     batches of 8, the same checks in a quarter of the arithmetic)."""
     small = tiny(base, depth=8, batch_size=8 if smoke else 32)
-    checks = [("graphed step = eager (fp32)", lambda: check_graph_equals_eager(small, data)),
+    checks = [("graphed step = eager (fp32)", lambda: check_graph_equals_eager(dataclasses.replace(small, precision="fp32"), data)),
               ("graphed step = eager (bf16)", lambda: check_graph_equals_eager(dataclasses.replace(small, precision="bf16"), data)),
               ("resume", lambda: check_resume(small, data)),
               ("runs together = alone", lambda: check_together(small, data)),

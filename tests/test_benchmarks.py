@@ -63,6 +63,24 @@ def test_gpu_check_reports_a_failing_check_and_exits_1_and_quick_stops_after_the
     assert "FAILED: resume" in md and "| resnet-8 | fp32 |" in md and md.count("(not measured: --quick)") == 2
 
 
+def test_gpu_check_checks_the_fp32_graph_in_fp32_and_the_bf16_one_in_bf16_whatever_precision_is_timed(monkeypatch):
+    import torch
+    from benchmarks import gpu_check
+    from resnet import TrainConfig
+
+    seen = []
+    monkeypatch.setattr(gpu_check, "check_graph_equals_eager", lambda cfg, data: seen.append(cfg.precision) or cfg.precision)
+    for other in ("check_resume", "check_together", "check_bf16"):
+        monkeypatch.setattr(gpu_check, other, lambda cfg, data: "")
+    monkeypatch.setattr(gpu_check, "check_generators", lambda device: "")
+    monkeypatch.setattr(gpu_check, "check_cold_cache_sweep", lambda cfg: "")
+    for timed in ("fp32", "bf16"):  # --precision sets the speed measurements' precision, not the checks'
+        seen.clear()
+        rows = gpu_check.run_checks(TrainConfig(precision=timed), None, torch.device("cpu"))
+        assert seen == ["fp32", "bf16"]
+        assert [r["detail"] for r in rows[:2]] == ["fp32", "bf16"]
+
+
 def test_graph_accuracy_smoke_resumes_a_pair_carried_back_in_and_compares_it(tmp_path, small_data, capfd):
     from benchmarks import graph_accuracy
     from resnet import train
