@@ -3,7 +3,8 @@ unpacked into a results folder with the same checks as training, so that a study
 or a notebook service comes home in one file and resumes or re-plots here.
 
 The archive is a tar of ``manifest.json`` (the sha256 of every file) and ``<study>/<run>/<file>`` for each run:
-run.json and log.csv, with weights.pt when finished, trainer.pt when not (exported only when asked).
+run.json and log.csv, with weights.pt when finished, the checkpoint when not (exported only when asked; a run
+checkpointed before its first evaluation has no log.csv yet, and travels without one).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 FINISHED_FILES = (results.WEIGHTS_FILE, results.CSV_FILE, results.META_FILE)  # run.json last: it marks completion
 RUNNING_FILES = (results.CHECKPOINT_FILE, results.CSV_FILE, results.META_FILE)
+EARLY_FILES = (results.CHECKPOINT_FILE, results.META_FILE)  # running, checkpointed before its first evaluation
 
 
 def export_study(study: str | Path, out: str | Path, *, unfinished: bool = False,
@@ -101,6 +103,8 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
         if running and meta["iterations_done"] == 0 and not (run_dir / results.CHECKPOINT_FILE).exists():
             return None
         names = FINISHED_FILES if meta["status"] == "finished" else RUNNING_FILES
+        if running and not (run_dir / results.CSV_FILE).exists():  # not evaluated yet, if its checkpoint agrees
+            names = EARLY_FILES
         try:
             files = {n: (run_dir / n).read_bytes() for n in names if n != results.META_FILE}
         except FileNotFoundError as e:  # a run that finished meanwhile removed its checkpoint; else a file is lost
@@ -118,6 +122,11 @@ def _at(meta: dict, files: dict[str, bytes], run_dir: Path) -> bool:
     """Whether a running run's checkpoint is at run.json's iteration and its log ends where the checkpoint's does."""
     name = results.CHECKPOINT_FILE
     state = trainer.read_checkpoint(io.BytesIO(files[name]), name=str(run_dir / name))
+    if results.CSV_FILE not in files:  # no log yet: right only if the checkpoint logged nothing either
+        if state["rows"] and not (run_dir / results.CSV_FILE).exists():  # the trainer writes the log first: lost
+            raise results.ResultsError(f"{run_dir}: running run without {results.CSV_FILE}, though its checkpoint "
+                                       f"has logged {len(state['rows'])} evaluations")
+        return not state["rows"]
     rows = files[results.CSV_FILE].decode(errors="replace").strip().splitlines()[1:]
     return state["iteration"] == meta["iterations_done"] and (
         not state["rows"] or bool(rows) and rows[-1].split(",", 1)[0] == str(state["rows"][-1]["iteration"]))
@@ -181,7 +190,7 @@ def _check_manifest(manifest, path: Path):
         files = entry.get("files") if isinstance(entry, dict) else None
         if not plain(run) or not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise ValueError(f"{path}: its manifest's entry for run {run!r} is malformed")
-        if set(files) not in (set(FINISHED_FILES), set(RUNNING_FILES)):  # only a run's own files: no other path
+        if set(files) not in (set(FINISHED_FILES), set(RUNNING_FILES), set(EARLY_FILES)):  # a run's own files alone
             raise ValueError(f"{path}: run {run!r} with files {sorted(files)}")
 
 

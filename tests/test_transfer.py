@@ -329,3 +329,32 @@ def test_export_waits_out_a_run_caught_between_its_checkpoint_and_its_run_json(t
     assert len(reads) == 2  # read again, consistent the second time
     monkeypatch.undo()
     assert import_study(archive, tmp_path / "away") == {UNFINISHED.name: "added"}
+
+
+def test_a_run_checkpointed_before_its_first_evaluation_travels_without_a_log_and_resumes_as_uninterrupted(
+        tmp_path, small_data):
+    early = tiny_config(seed=3, eval_every=20, checkpoint_every=20)
+    uninterrupted = train(early, tmp_path / "reference", data=small_data, progress=False)
+    stopped = train(early, tmp_path / "home", data=small_data, time_limit=0, progress=False)  # at its first update
+    assert stopped["status"] == "running" and 0 < stopped["iterations_done"] < early.eval_every
+    assert not (early.run_dir(tmp_path / "home") / "log.csv").exists()
+    [archive] = export_study(early.run_dir(tmp_path / "home").parent, tmp_path / "s.tar", unfinished=True)
+    manifest = json.loads(tarfile.open(archive).extractfile("manifest.json").read())
+    assert sorted(manifest["runs"][early.name]["files"]) == ["checkpoint.pt", "run.json"]
+    assert import_study(archive, tmp_path / "away") == {early.name: "added"}
+    resumed = train(early, tmp_path / "away", data=small_data, progress=False)
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+
+
+def test_a_running_run_whose_log_is_lost_is_named_by_export(trained, tmp_path):
+    import shutil
+
+    from resnet.results import ResultsError
+
+    home, _, _ = trained
+    study = tmp_path / "copy" / UNFINISHED.run_dir(home).parent.name
+    shutil.copytree(UNFINISHED.run_dir(home), study / UNFINISHED.name, ignore=shutil.ignore_patterns("train.lock"))
+    (study / UNFINISHED.name / "log.csv").unlink()
+    with pytest.raises(ResultsError, match="running run without log.csv, though its checkpoint has logged 2"):
+        export_study(study, tmp_path / "s.tar", unfinished=True)
+    assert not (tmp_path / "s.tar").exists()
