@@ -74,7 +74,7 @@ for m in metas:
 runs = resnet.load_runs(study.shown)
 for name, study_runs in resnet.by_study(runs).items():
     print(f"{study.shown}/{name}/:", ", ".join(r.meta["name"] for r in study_runs))
-    print("  trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({r.meta['device_name']})" for r in study_runs})))
+    print("  trained on:", ", ".join(sorted({f"{r.meta['data_source']} ({d})" for r in study_runs for d in r.devices})))
 print("" if runs else f"no finished runs in {study.shown}/ yet")
 
 # %%

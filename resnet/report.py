@@ -72,7 +72,7 @@ def results_markdown(results_dir: str | Path = "results", assets: str | Path = "
         return "\n\n".join(parts + ["No run has been trained yet."])
     for study, runs in by_study(every).items():
         finished = [r for r in runs if r.meta["status"] == "finished"]
-        devices = sorted({r.meta["device_name"] for r in finished or runs})  # what the results shown came from
+        devices = sorted({d for r in finished or runs for d in r.devices})  # what the results shown came from
         parts.append(f"### {study_label(runs[0].config)}\n\n"
                      f"`{Path(results_dir).name}/{study}/`, data source `{runs[0].meta['data_source']}`, "
                      f"{'finished runs ' if finished else ''}trained on {', '.join(devices)}.")

@@ -83,6 +83,7 @@ OPTIONAL_META_FIELDS = {
     "restarted": list,  # restarts from the beginning after the checkpoint was lost (see trainer._lost_checkpoint)
     "threads_changed": list,  # CPU resumes under another thread count (see trainer.note_threads)
     "layout": str,  # of the weights and batches while training, 'channels_last' or 'contiguous' (see steps.LAYOUT)
+    "devices": list,  # the devices it trained on, each from an iteration on (see trainer.note_device)
 }
 
 
@@ -170,7 +171,8 @@ COUNT_FIELDS = ("n_train", "n_val", "n_test", "parameters", "iterations_done", "
 # under another CPU thread count
 HISTORY_FIELDS = {"reseeded": {"iteration": int, "from": str, "to": str},
                   "restarted": {"lost_iteration": int, "restarted": str},
-                  "threads_changed": {"iteration": int, "from": int, "to": int}}
+                  "threads_changed": {"iteration": int, "from": int, "to": int},
+                  "devices": {"iteration": int, "device": str}}
 
 
 def write_csv(rows: list[dict], path: Path):
@@ -224,6 +226,11 @@ class Run:
     @property
     def config(self) -> dict:
         return self.meta["config"]
+
+    @property
+    def devices(self) -> list[str]:
+        """The devices the run trained on, by name, in order (run.json's ``devices``; older runs: their last one)."""
+        return [d["device"] for d in self.meta.get("devices", [])] or [self.meta["device_name"]]
 
     @property
     def study(self) -> str:

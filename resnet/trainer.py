@@ -100,6 +100,8 @@ class Progress:
     cpu_threads: int | None = None
     threads_changed: list[dict] = field(default_factory=list)
     layout: str = LAYOUT  # of the weights and batches (steps.LAYOUTS), kept for the run's life on a device
+    # the devices the run trained on, by name, each with the iteration from which it did (note_device)
+    devices: list[dict] = field(default_factory=list)
 
 
 PROGRESS_FIELDS = {f.name for f in dataclasses.fields(Progress)}  # older checkpoints lack the newer ones
@@ -113,6 +115,20 @@ def note_threads(progress: Progress, threads: int | None) -> dict | None:
         return None
     progress.threads_changed.append({"iteration": progress.iteration, "from": before, "to": threads})
     return progress.threads_changed[-1]
+
+
+def note_device(progress: Progress, name: str, recorded: str | None = None):
+    """Record in ``progress.devices`` that the run trains on the device ``name`` from its current iteration on,
+    unless it already did. A checkpoint older than this record trained on ``recorded`` (its run.json's device),
+    or, where it moved between devices, on the device types its ``reseeded`` history names."""
+    if not progress.devices and progress.iteration > 0 and recorded:
+        moves = progress.reseeded
+        progress.devices = [{"iteration": 0, "device": moves[0]["from"] if moves else recorded}] + [
+            {"iteration": m["iteration"], "device": m["to"]} for m in moves]
+        if progress.devices[-1]["device"] == ("cpu" if recorded.startswith("cpu") else "cuda"):  # the last: by name
+            progress.devices[-1]["device"] = recorded
+    if not progress.devices or progress.devices[-1]["device"] != name:
+        progress.devices.append({"iteration": progress.iteration, "device": name})
 
 
 class TrainingDiverged(RuntimeError):
@@ -308,12 +324,15 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, data: DeviceDa
     if ckpt_path.exists():
         loop = restore_checkpoint(ckpt_path, cfg, data.checksum, model, optimizer, batches)
         p = Progress(**{k: v for k, v in loop.items() if k in PROGRESS_FIELDS})
+        recorded = results.read_meta(run_dir / results.META_FILE) if (run_dir / results.META_FILE).exists() else {}
         if p.cpu_threads is None and device.type == "cpu":  # a checkpoint older than its thread count: run.json's
-            p.cpu_threads = results.read_meta(run_dir / results.META_FILE).get("cpu_threads")
+            p.cpu_threads = recorded.get("cpu_threads")
+        note_device(p, device_name(device), recorded.get("device_name"))
         model.to(memory_format=LAYOUTS[p.layout])  # the run goes on in its own layout (the values are unchanged)
         batches.memory_format = LAYOUTS[p.layout]
     else:
         p.restarted = _lost_checkpoint(run_dir)
+        note_device(p, device_name(device))
     changed = note_threads(p, torch.get_num_threads() if device.type == "cpu" else None)
     if changed:
         print(f"{cfg.name}: resumed at iteration {changed['iteration']:,} with {changed['to']} CPU threads, trained "
@@ -396,6 +415,8 @@ def _meta(cfg: TrainConfig, data: DeviceData, device: torch.device, model, p: Pr
         meta["restarted"] = p.restarted
     if p.threads_changed:
         meta["threads_changed"] = p.threads_changed
+    if p.devices:
+        meta["devices"] = p.devices
     return meta
 
 

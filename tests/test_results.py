@@ -210,6 +210,7 @@ def test_figure7_findings_are_checked_on_the_mean_std_per_layer():
     # malformed histories
     (lambda m: m.update(reseeded=[{"iteration": "700", "from": "cuda", "to": "cpu"}]), "field 'reseeded' has an entry"),
     (lambda m: m.update(restarted=[{"lost_iteration": 5}]), "field 'restarted' has an entry"),
+    (lambda m: m.update(devices=[{"iteration": 0}]), "field 'devices' has an entry"),
     # what run.json says of a finished run against its log.csv
     (lambda m: m.update(final_train_error=1.0), "final_train_error 1.0 is not the last training error of log.csv"),
     (lambda m: m.update(best_test_error=1.0), "best_test_error 1.0 is not the lowest test error of log.csv"),
@@ -486,6 +487,20 @@ def test_shortcut_comparison_figure_and_table(fixture_results, tmp_path):
                       "ResNet-20 (C) (283,962 params)"]
     table = error_table(runs).set_index("network")
     assert table.loc["ResNet-20 (C)", "params"] == 283_962 and table.loc["ResNet-20 (B)", "params"] == 272_474
+
+
+def test_the_results_page_names_every_device_a_finished_run_trained_on(tmp_path):
+    from resnet.report import results_markdown
+
+    moved = fake_run(tmp_path / "results", 7.0, net="resnet", depth=110, seed=1)
+    meta = read_meta(moved / "run.json")
+    meta.update(device_name="cpu (x86_64, 2 cores)", devices=[{"iteration": 0, "device": "NVIDIA H200"},
+                                                             {"iteration": 27_370, "device": "cpu (x86_64, 2 cores)"}])
+    write_meta(meta, moved / "run.json")
+    fake_run(tmp_path / "results", 8.0, net="resnet", depth=20)  # an older run: its run.json names its last device
+    assert [r.devices for r in load_runs(tmp_path / "results")] == [["NVIDIA H200", "cpu (x86_64, 2 cores)"], ["none"]]
+    text = results_markdown(tmp_path / "results", tmp_path / "assets", tmp_path / "no-benchmarks")
+    assert "finished runs trained on NVIDIA H200, cpu (x86_64, 2 cores), none." in text
 
 
 def test_the_results_page_shows_each_study_its_figure_table_claims_and_runs_in_progress(fixture_results, tmp_path):

@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from resnet import train
-from resnet.trainer import read_checkpoint, write_checkpoint
-from resnet.results import read_csv
+from resnet.trainer import device_name, read_checkpoint, write_checkpoint
+from resnet.results import read_csv, read_meta, write_meta
 
 from .conftest import ROOT, tiny_config
+
+cpu = torch.device("cpu")
 
 
 def _held(lock) -> bool:
@@ -66,16 +68,43 @@ def test_a_checkpoint_of_another_devices_generator_resumes_reseeded_and_recorded
         state["generator_device"] = "cuda"
         state["sampler"]["generator"] = torch.zeros(16, dtype=torch.uint8)
         state["layout"] = "contiguous"  # moved, no exact resume: it goes on in the layout this device trains fastest in
+        state["devices"] = [{"iteration": 0, "device": "NVIDIA H200"}]
         write_checkpoint(state, path)
         runs.append(train(cfg, results, data=small_data, progress=False))
     a, b = runs
     assert a["status"] == "finished" and a["reseeded"] == [{"iteration": 20, "from": "cuda", "to": "cpu"}]
     assert a["layout"] == "channels_last"
+    assert a["devices"] == [{"iteration": 0, "device": "NVIDIA H200"}, {"iteration": 20, "device": device_name(cpu)}]
     assert a["weights_sha256"] == b["weights_sha256"]  # re-seeded the same way every time
     uninterrupted = train(cfg, tmp_path / "c", data=small_data, progress=False)
     logs = [read_csv(cfg.run_dir(tmp_path / r) / "log.csv").drop(columns=["elapsed_s", "images_per_s"]) for r in "ac"]
     assert logs[0].iloc[:2].equals(logs[1].iloc[:2])  # identical up to the resume
-    assert "reseeded" not in uninterrupted
+    assert "reseeded" not in uninterrupted and uninterrupted["devices"] == [{"iteration": 0, "device": device_name(cpu)}]
+
+
+@pytest.mark.parametrize("reseeded, devices", [
+    ([], [{"iteration": 0, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),
+    ([{"iteration": 10, "from": "cpu", "to": "cuda"}],
+     [{"iteration": 0, "device": "cpu"}, {"iteration": 10, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),
+])
+def test_a_checkpoint_older_than_its_device_record_is_taken_to_have_trained_where_its_run_json_says(
+        tmp_path, small_data, reseeded, devices):
+    # before run.json kept every device, it named the last session's alone: the earlier sessions are taken to have
+    # trained there, or, where the run moved, on the device types its 'reseeded' history names
+    cfg = tiny_config(seed=5)
+    train(cfg, tmp_path, data=small_data, stop_at=20, progress=False)
+    path, meta_path = cfg.run_dir(tmp_path) / "checkpoint.pt", cfg.run_dir(tmp_path) / "run.json"
+    state = read_checkpoint(path)
+    del state["devices"]
+    state["reseeded"] = reseeded
+    write_checkpoint(state, path)
+    meta = read_meta(meta_path)
+    meta["device_name"] = "NVIDIA H200"
+    meta.pop("devices")
+    write_meta(meta, meta_path)
+    here = device_name(cpu)
+    assert train(cfg, tmp_path, data=small_data, progress=False)["devices"] == [
+        d | {"device": here} if d["device"] == "HERE" else d for d in devices]
 
 
 def test_a_resume_under_another_cpu_thread_count_says_so_and_run_json_keeps_every_change(tmp_path, small_data, capfd):
