@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("out", help="the archive to write, e.g. study.tar (parts: study.tar.part000, ...)")
     p.add_argument("--unfinished", action="store_true", help="also pack unfinished runs (their checkpoints)")
     p.add_argument("--part-mb", type=float, help="split into parts of at most this many MB")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help="only these runs, e.g. resnet110-seed1 (default: all)")
 
     p = sub.add_parser("import", help="unpack a study archive into the results folder, checked as training checks")
     p.add_argument("archive", help="the archive, or its first part (study.tar.part000)")
@@ -255,7 +256,7 @@ def _export(args) -> int | None:
     """Pack a study into an archive (in parts if asked)."""
     from .transfer import export_study
 
-    for path in export_study(args.study, args.out, unfinished=args.unfinished, part_mb=args.part_mb):
+    for path in export_study(args.study, args.out, unfinished=args.unfinished, part_mb=args.part_mb, names=args.runs):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -133,6 +133,11 @@ def test_export_and_import_on_the_command_line(trained, tmp_path, capsys):
     assert f"wrote {tmp_path / 's.tar'}" in out and f"{FINISHED.name}: added" in out and f"{UNFINISHED.name}: added" in out
     assert main(["import", str(tmp_path / "missing.tar")]) == 1
     assert "no such archive" in capsys.readouterr().err
+    assert main(["export", str(study), str(tmp_path / "one.tar"), "--unfinished", "--runs", UNFINISHED.name]) == 0
+    manifest = json.loads(tarfile.open(tmp_path / "one.tar").extractfile("manifest.json").read())
+    assert list(manifest["runs"]) == [UNFINISHED.name]
+    assert main(["export", str(study), str(tmp_path / "none.tar"), "--runs", "resnet8-seed9"]) == 1
+    assert "no run resnet8-seed9 to export" in capsys.readouterr().err
 
 
 def _archive(path, study, runs: dict[str, dict[str, bytes]], manifest: dict | None = None):
