@@ -122,7 +122,7 @@ def note_device(progress: Progress, name: str, recorded: str | None = None):
     unless it already did. A checkpoint older than this record trained on ``recorded`` (its run.json's device),
     or, where it moved between devices, on the device types its ``reseeded`` history names."""
     if not progress.devices and progress.iteration > 0 and recorded:
-        moves = progress.reseeded
+        moves = [m for m in progress.reseeded if m["iteration"] < progress.iteration]  # not this resume's own move
         progress.devices = [{"iteration": 0, "device": moves[0]["from"] if moves else recorded}] + [
             {"iteration": m["iteration"], "device": m["to"]} for m in moves]
         if progress.devices[-1]["device"] == ("cpu" if recorded.startswith("cpu") else "cuda"):  # the last: by name

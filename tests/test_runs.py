@@ -82,13 +82,14 @@ def test_a_checkpoint_of_another_devices_generator_resumes_reseeded_and_recorded
     assert "reseeded" not in uninterrupted and uninterrupted["devices"] == [{"iteration": 0, "device": device_name(cpu)}]
 
 
-@pytest.mark.parametrize("reseeded, devices", [
-    ([], [{"iteration": 0, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),
-    ([{"iteration": 10, "from": "cpu", "to": "cuda"}],
+@pytest.mark.parametrize("reseeded, from_cuda, devices", [
+    ([], False, [{"iteration": 0, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),
+    ([], True, [{"iteration": 0, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),  # re-seeded here
+    ([{"iteration": 10, "from": "cpu", "to": "cuda"}], True,
      [{"iteration": 0, "device": "cpu"}, {"iteration": 10, "device": "NVIDIA H200"}, {"iteration": 20, "device": "HERE"}]),
 ])
 def test_a_checkpoint_older_than_its_device_record_is_taken_to_have_trained_where_its_run_json_says(
-        tmp_path, small_data, reseeded, devices):
+        tmp_path, small_data, reseeded, from_cuda, devices):
     # before run.json kept every device, it named the last session's alone: the earlier sessions are taken to have
     # trained there, or, where the run moved, on the device types its 'reseeded' history names
     cfg = tiny_config(seed=5)
@@ -97,6 +98,8 @@ def test_a_checkpoint_older_than_its_device_record_is_taken_to_have_trained_wher
     state = read_checkpoint(path)
     del state["devices"]
     state["reseeded"] = reseeded
+    if from_cuda:  # a CUDA run's checkpoint: resumed here, its generator is re-seeded, a move 'reseeded' records
+        state["generator_device"], state["sampler"]["generator"] = "cuda", torch.zeros(16, dtype=torch.uint8)
     write_checkpoint(state, path)
     meta = read_meta(meta_path)
     meta["device_name"] = "NVIDIA H200"
