@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -65,12 +66,14 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("sweep", help="train every missing run of depths x nets x seeds")
     _add_config_flags(p, skip=SWEPT)
-    p.add_argument("--depths", type=int, nargs="+", default=[20, 32, 44, 56, 110], help=(
+    p.add_argument("--depths", type=int, nargs="+", help=(
         "the runs go depth by depth and, within a depth, net by net, each with its seeds, in the orders given: "
         "a sweep cut short still compares plain and residual at each depth it has (default: 20 32 44 56 110)"))
-    p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), default=["plain", "resnet"],
-                   help="default: plain resnet")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="default: 0")
+    p.add_argument("--nets", nargs="+", choices=("resnet", "plain"), help="default: plain resnet")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0")
+    p.add_argument("--runs", nargs="+", metavar="RUN", help=(
+        "these runs alone, by name, in the order given (e.g. resnet44-seed0 resnet110-seed1), in place of depths x "
+        "nets x seeds; the other settings apply to each"))
     p.add_argument("--parallel", type=_runs_at_once, default="auto", help=(
         "runs at once; with several GPUs visible, per GPU; on the CPU, each in its own process with its share "
         "of the threads (default: auto: one at a time without CUDA; on CUDA, per network as many as a few timed "
@@ -167,7 +170,7 @@ def _sweep(args) -> int | None:
     """Train the runs of the nets, depths and seeds asked for: in turn, in parallel, or as jobs."""
     from .sweeps import result_line, sweep
 
-    configs = [_config(args, net=n, depth=d, seed=s) for d in args.depths for n in args.nets for s in args.seeds]
+    configs = _sweep_configs(args)
     if args.launcher:
         from .launch import submit, wait
 
@@ -188,6 +191,29 @@ def _sweep(args) -> int | None:
             print(result_line(meta))
     if len(metas) < len(configs):
         print(f"time limit reached: {len(configs) - len(metas)} runs not started (run the same command to go on)")
+
+
+SWEEP_DEFAULTS = {"depths": [20, 32, 44, 56, 110], "nets": ["plain", "resnet"], "seeds": [0]}
+RUN_NAME = re.compile(r"(resnet|plain)(\d+)\D*?-seed(\d+)")
+
+
+def _sweep_configs(args) -> list[TrainConfig]:
+    """The sweep's runs: those named by --runs, else depth by depth, net by net, seed by seed."""
+    if args.runs is None:
+        depths, nets, seeds = (getattr(args, k) or v for k, v in SWEEP_DEFAULTS.items())
+        return [_config(args, net=n, depth=d, seed=s) for d in depths for n in nets for s in seeds]
+    given = [f"--{k}" for k in SWEEP_DEFAULTS if getattr(args, k) is not None]
+    if given:
+        raise ValueError(f"--runs names the runs itself: leave out {', '.join(given)}")
+    configs = []
+    for name in args.runs:
+        match = RUN_NAME.fullmatch(name)
+        cfg = match and _config(args, net=match[1], depth=int(match[2]), seed=int(match[3]))
+        if not cfg or cfg.name != name:
+            raise ValueError(f"--runs: {name!r} is not a run of these settings (names are like resnet110-seed1"
+                             + (f"; these settings make {cfg.name!r})" if cfg else ")"))
+        configs.append(cfg)
+    return configs
 
 
 def _evaluate(args) -> int | None:

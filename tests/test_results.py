@@ -335,6 +335,30 @@ def test_cli_sweep_goes_depth_by_depth_then_net_then_seed(monkeypatch, tmp_path,
     capsys.readouterr()
 
 
+def test_cli_sweep_trains_the_runs_named_in_their_order_and_refuses_a_name_its_settings_do_not_make(
+        monkeypatch, tmp_path, capsys):
+    import resnet.sweeps
+
+    asked = []
+    monkeypatch.setattr(resnet.sweeps, "sweep", lambda configs, *a, **k: asked.extend(configs) or [])
+    common = ["sweep", "--results", str(tmp_path), "--quiet", "--precision", "bf16"]
+    assert main([*common, "--runs", "resnet44-seed0", "plain44-seed0", "resnet110-seed3"]) == 0
+    assert [c.name for c in asked] == ["resnet44-seed0", "plain44-seed0", "resnet110-seed3"]
+    assert {c.precision for c in asked} == {"bf16"} and asked[2].uses_warmup
+    asked.clear()
+    assert main([*common, "--shortcut", "B", "--runs", "resnet20B-seed1"]) == 0
+    assert [(c.name, c.shortcut) for c in asked] == [("resnet20B-seed1", "B")]
+    capsys.readouterr()
+    for wrong, said in [(["--runs", "resnet20B-seed1"], "'resnet20B-seed1' is not a run of these settings (names "
+                                                        "are like resnet110-seed1; these settings make 'resnet20-seed1')"),
+                        (["--runs", "resnet-20"], "'resnet-20' is not a run of these settings"),
+                        (["--runs", "resnet21-seed0"], "depth"),
+                        (["--depths", "20", "--runs", "resnet20-seed0"], "--runs names the runs itself: leave out --depths")]:
+        asked.clear()
+        assert main([*common, *wrong]) == 1
+        assert said in capsys.readouterr().err and not asked
+
+
 def test_cli_plot_and_evaluate(fixture_results, tmp_path, capsys):
     assert main(["plot", "--results", str(fixture_results), "--assets", str(tmp_path), "--shortcuts", "20"]) == 0
     out, err = capsys.readouterr()
