@@ -92,7 +92,9 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
     """A run's run.json and files as one consistent state, or None if the run does not travel (diverged; running
     without ``unfinished``; started, with nothing trained yet). The trainer replaces each file whole, run.json
     last: run.json read before and after the others and the same both times, and a running run's checkpoint at
-    run.json's iteration with no log row past it, is a state the trainer left; otherwise it is read again."""
+    run.json's iteration, is a state the trainer left; otherwise it is read again. A running run travels as of its
+    checkpoint: the evaluations logged since (log.csv is written at each, the checkpoint every few) are left out,
+    since its resume logs them again."""
     meta_path = run_dir / results.META_FILE
     for _ in range(SNAPSHOT_TRIES):
         before = meta_path.read_bytes()
@@ -111,25 +113,35 @@ def _snapshot(run_dir: Path, unfinished: bool) -> tuple[dict, dict[str, bytes]] 
             files = None
             if meta_path.read_bytes() == before:
                 raise results.ResultsError(f"{run_dir}: {meta['status']} run without {Path(e.filename).name}") from None
-        if files is not None and meta_path.read_bytes() == before and (not running or _at(meta, files, run_dir)):
+        if files is not None and running:
+            files = _as_of_checkpoint(meta, files, run_dir)
+        if files is not None and meta_path.read_bytes() == before:
             return meta, files | {results.META_FILE: before}
         time.sleep(0.05)
     raise results.ResultsError(f"{run_dir}: its files changed each of the {SNAPSHOT_TRIES} times they were read "
                                "(a run writing very often?); export again")
 
 
-def _at(meta: dict, files: dict[str, bytes], run_dir: Path) -> bool:
-    """Whether a running run's checkpoint is at run.json's iteration and its log ends where the checkpoint's does."""
+def _as_of_checkpoint(meta: dict, files: dict[str, bytes], run_dir: Path) -> dict[str, bytes] | None:
+    """A running run's files with its log cut where its checkpoint's ends, or None if the checkpoint is not at
+    run.json's iteration or the log does not reach it (caught between two writes: read again)."""
     name = results.CHECKPOINT_FILE
     state = trainer.read_checkpoint(io.BytesIO(files[name]), name=str(run_dir / name))
-    if results.CSV_FILE not in files:  # no log yet: right only if the checkpoint logged nothing either
-        if state["rows"] and not (run_dir / results.CSV_FILE).exists():  # the trainer writes the log first: lost
+    if state["iteration"] != meta["iterations_done"]:
+        return None
+    if not state["rows"]:  # checkpointed before its first evaluation: any log is of evaluations since
+        return {n: data for n, data in files.items() if n != results.CSV_FILE}
+    if results.CSV_FILE not in files:
+        if not (run_dir / results.CSV_FILE).exists():  # the trainer writes the log first: lost
             raise results.ResultsError(f"{run_dir}: running run without {results.CSV_FILE}, though its checkpoint "
                                        f"has logged {len(state['rows'])} evaluations")
-        return not state["rows"]
-    rows = files[results.CSV_FILE].decode(errors="replace").strip().splitlines()[1:]
-    return state["iteration"] == meta["iterations_done"] and (
-        not state["rows"] or bool(rows) and rows[-1].split(",", 1)[0] == str(state["rows"][-1]["iteration"]))
+        return None
+    lines = files[results.CSV_FILE].splitlines(keepends=True)
+    last = str(state["rows"][-1]["iteration"]).encode()
+    for end, line in enumerate(lines[1:], start=2):
+        if line.split(b",", 1)[0] == last:
+            return files | {results.CSV_FILE: b"".join(lines[:end])}
+    return None
 
 
 MAX_PARTS = 1000  # part names have three digits

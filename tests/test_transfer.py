@@ -363,3 +363,23 @@ def test_a_running_run_whose_log_is_lost_is_named_by_export(trained, tmp_path):
     with pytest.raises(ResultsError, match="running run without log.csv, though its checkpoint has logged 2"):
         export_study(study, tmp_path / "s.tar", unfinished=True)
     assert not (tmp_path / "s.tar").exists()
+
+
+def test_a_run_between_checkpoints_travels_as_of_its_checkpoint_and_resumes_as_uninterrupted(
+        trained, tmp_path, small_data):
+    # log.csv is written at each evaluation, the checkpoint every few: most of a run's time its log is ahead
+    import shutil
+
+    home, uninterrupted, reference = trained
+    study = tmp_path / "copy" / UNFINISHED.run_dir(home).parent.name
+    shutil.copytree(UNFINISHED.run_dir(home), study / UNFINISHED.name, ignore=shutil.ignore_patterns("train.lock"))
+    log = study / UNFINISHED.name / "log.csv"
+    at_checkpoint = log.read_bytes()
+    since = (UNFINISHED.run_dir(reference) / "log.csv").read_bytes().splitlines(keepends=True)[3:]  # 30 and 40
+    log.write_bytes(at_checkpoint + since[0])
+    [archive] = export_study(study, tmp_path / "s.tar", unfinished=True)
+    assert tarfile.open(archive).extractfile(f"{study.name}/{UNFINISHED.name}/log.csv").read() == at_checkpoint
+    assert log.read_bytes() == at_checkpoint + since[0]  # the study itself is left as it is
+    assert import_study(archive, tmp_path / "away") == {UNFINISHED.name: "added"}
+    resumed = train(UNFINISHED, tmp_path / "away", data=small_data, progress=False)
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
