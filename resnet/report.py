@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import TrainConfig, comparable, paper_protocol, schedule_label, study_label
+from .config import TrainConfig, comparable, network_label, paper_protocol, schedule_label, study_label
 from .compare import (DEEPER_RESNETS, DEGRADATION, OFFICIAL_COLUMN, claims, error_table,
                       errors_by_depth, paired_difference, paper_gaps)
 from .files import write_atomic
@@ -278,10 +278,34 @@ def summary_markdown(results_dir: str | Path = "results", benchmarks: str | Path
                          + "; ".join(line.split(": ", 1)[1].removesuffix(" (benchmarks/official_images.md)")
                                      for line in official) + ".")
     if seeds:
-        sentences.append("**Seeds**: " + ("one seed for at least one of these networks: the spread between seeds is "
-                                          "not measured yet." if min(seeds) == 1 else
-                                          f"means of {min(seeds)} seeds or more per network."))
+        spread = _seed_spread(finished, labels)
+        if min(seeds) > 1:
+            sentences.append(f"**Seeds**: means of {min(seeds)} seeds or more per network" + (": " if spread else "")
+                             + "; ".join(spread) + ".")
+        elif spread:
+            sentences.append("**Seeds**: " + "; ".join(spread) + "; every other network one seed: its spread between "
+                             "seeds is not measured yet.")
+        else:
+            sentences.append("**Seeds**: one seed for at least one of these networks: the spread between seeds is "
+                             "not measured yet.")
     return "\n".join(f"- {sentence}" for sentence in sentences)
+
+
+def _seed_spread(finished, labels: dict[str, str]) -> list[str]:
+    """Each network trained with two seeds or more, study by study: how far apart its seeds' final test errors are
+    (mean ± sample std, lowest to highest)."""
+    import statistics
+
+    lines = []
+    for study, runs in by_study(finished).items():
+        errors: dict[tuple[str, int], tuple[str, list[float]]] = {}
+        for run in runs:
+            key = (run.config["net"] != "resnet", run.config["depth"])
+            errors.setdefault(key, (network_label(run.config), []))[1].append(run.meta["final_test_error"])
+        lines += [f"{name} at {labels[study]}, {len(e)} seeds, final test error {statistics.mean(e):.2f} ± "
+                  f"{statistics.stdev(e):.2f}% (mean ± std; {min(e):.2f} to {max(e):.2f}%)"
+                  for _, (name, e) in sorted(errors.items()) if len(e) > 1]
+    return lines
 
 
 def headline_study(results_dir: str | Path = "results") -> str | None:
