@@ -346,6 +346,11 @@ def test_a_run_checkpointed_before_its_first_evaluation_travels_without_a_log_an
     [archive] = export_study(early.run_dir(tmp_path / "home").parent, tmp_path / "s.tar", unfinished=True)
     manifest = json.loads(tarfile.open(archive).extractfile("manifest.json").read())
     assert sorted(manifest["runs"][early.name]["files"]) == ["checkpoint.pt", "run.json"]
+    # resumed and evaluated since, not yet checkpointed again: that log is of evaluations the resume makes again
+    reference_log = (early.run_dir(tmp_path / "reference") / "log.csv").read_bytes().splitlines(keepends=True)
+    (early.run_dir(tmp_path / "home") / "log.csv").write_bytes(b"".join(reference_log[:2]))
+    [again] = export_study(early.run_dir(tmp_path / "home").parent, tmp_path / "again.tar", unfinished=True)
+    assert tarfile.open(again).getnames() == tarfile.open(archive).getnames()
     assert import_study(archive, tmp_path / "away") == {early.name: "added"}
     resumed = train(early, tmp_path / "away", data=small_data, progress=False)
     assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
