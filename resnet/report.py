@@ -341,7 +341,8 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
     return (f"The paper's schedule ({cfg.total_iterations:,} iterations), {cfg.precision}, trained and tested on "
             f"{data}: {len(finished)} run{'s' if len(finished) > 1 else ''} finished (`results/{study}/`).\n\n"
             f"![Figure 6, {study}]({Path(assets).as_posix()}/figure6-{study}.png)\n\n{markdown_table(rows)}\n\n"
-            "Final test error in %, the peers' as they report them on the official test images (the first two at "
+            "Final test error in %; over several seeds, mean ± std and the best seed's, as the paper gives "
+            "ResNet-110's; the peers' as they report them on the official test images (the first two at "
             f"their best epoch).{official} {progress}Every study, its claims checked, Figure 7 and what it costs: "
             "[docs/results.md](docs/results.md).")
 

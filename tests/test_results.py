@@ -36,7 +36,7 @@ def test_error_table_from_fixture_results(fixture_results):
     assert table["network"].tolist() == ["ResNet-20", "ResNet-20 (B)", "ResNet-56", "plain-20", "plain-56"]
     row = table.set_index("network").loc["ResNet-56"]
     assert row["seeds"] == 3 and row["params"] == 853_018
-    assert row["test error % (final)"] == f"{np.mean([7.0, 7.4, 7.2]) + 30 * np.exp(-4):.2f} ± 0.20"
+    assert row["test error % (final)"] == f"{np.mean([7.0, 7.4, 7.2]) + 30 * np.exp(-4):.2f} ± 0.20, best 7.55"
     assert row["paper"] == "6.97"
     assert table.set_index("network").loc["plain-56", "paper"] == "13.20~"  # read off Fig. 6: approximate
     assert table.set_index("network").loc["ResNet-20 (B)", "paper"] == ""
@@ -446,7 +446,7 @@ def test_resnet110_s_mean_over_seeds_is_compared_with_the_paper_s_mean_and_its_b
                     "best run 7.15% vs its best 6.43%, +0.72 points")  # fake_run's curves end 0.55 above ``final``
     row = error_table(load_runs(tmp_path)).iloc[0]
     assert (row["network"], row["seeds"], row["test error % (final)"], row["paper"]) == (
-        "ResNet-110", 3, "7.55 ± 0.40", "6.61 ± 0.16, best 6.43")
+        "ResNet-110", 3, "7.55 ± 0.40, best 7.15", "6.61 ± 0.16, best 6.43")  # ours as the paper's
 
 
 @pytest.mark.parametrize("final, verdict", [(88.0, "holds"), (40.0, "does not hold")])
@@ -551,7 +551,7 @@ def test_the_results_page_shows_each_study_its_figure_table_claims_and_runs_in_p
     assert "| ResNet-20 | 269722 | 1 | 11.55 | 9.55 | 11.55 |\n" in short and "| paper |" not in short
     assert "Its 1 finished run trained for 1 s in all" in short  # the running one not counted
     assert "Its 7 finished runs trained for 7 s in all" in full  # fake_run's wall_s: 1 s each
-    assert "| ResNet-56 | 853018 | 3 | 7.75 ± 0.20 | 5.75 ± 0.20 | 7.75 ± 0.20 | 6.97 | +0.78 |" in full
+    assert "| ResNet-56 | 853018 | 3 | 7.75 ± 0.20, best 7.55 | 5.75 ± 0.20 | 7.75 ± 0.20 | 6.97 | +0.78 |" in full
     assert ("| deeper plain nets are worse (degradation) | holds (20: 9.55, 56: 13.55) | holds (20: 7.55, 56: 11.55) |"
             in full)  # the claims, one row each
     assert "not compared with its" not in text  # no sentence per network
