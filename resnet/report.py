@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import TrainConfig, comparable, network_label, paper_protocol, schedule_label, study_label
 from .compare import (DEEPER_RESNETS, DEGRADATION, OFFICIAL_COLUMN, claims, error_table,
-                      errors_by_depth, paired_difference, paper_gaps)
+                      errors_by_depth, in_trend, paired_difference, paper_gaps)
 from .files import write_atomic
 from .results import CHECKPOINT_FILE, by_study, load_runs
 
@@ -334,6 +334,8 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
     official = (f" The column *{OFFICIAL_COLUMN}*: the same weights on the only official CIFAR-10 pixels this "
                 "project has, official test images 0–999 (lossless, n = 1,000; scored, never trained on; "
                 "[benchmarks/official_images.md](benchmarks/official_images.md)).") if OFFICIAL_COLUMN in rows[0] else ""
+    apart = (" Figure 6 leaves plain-110 out, as the paper does; the table gives it."
+             if any(r.config["net"] == "plain" and not in_trend("plain", r.config["depth"]) for r in finished) else "")
     running = [r for r in every if r.meta["status"] != "finished"]
     progress = ("Still training: " + ", ".join(f"{r.meta['name']} ({r.meta['iterations_done']:,} of "
                                                f"{TrainConfig.from_dict(r.config).total_iterations:,} iterations)"
@@ -343,8 +345,8 @@ def headline_markdown(results_dir: str | Path = "results", assets: str | Path = 
             f"![Figure 6, {study}]({Path(assets).as_posix()}/figure6-{study}.png)\n\n{markdown_table(rows)}\n\n"
             "Final test error in %; over several seeds, mean ± std and the best seed's, as the paper gives "
             "ResNet-110's; the peers' as they report them on the official test images (the first two at "
-            f"their best epoch).{official} {progress}Every study, its claims checked, Figure 7 and what it costs: "
-            "[docs/results.md](docs/results.md).")
+            f"their best epoch).{official}{apart} {progress}Every study, its claims checked, Figure 7 and what it "
+            "costs: [docs/results.md](docs/results.md).")
 
 
 def peers_on_jpeg(benchmarks: str | Path = "benchmarks") -> dict | None:

@@ -599,6 +599,10 @@ def test_the_readme_leads_with_the_paper_schedule_study_beside_the_paper_and_the
     assert "| network | seeds | test error % (final) |" in text and "params" not in text
     assert "| ResNet-20 | 1 | 9.05 | 7.05 | 9.05 | 8.75 | +0.30 | 8.27 | 8.00 | 8.51 |" in text  # the peers beside
     assert "Still training: resnet32-seed0 (5,000 of 64,000 iterations)." in text and "ResNet-32 |" not in text
+    assert "leaves plain-110 out" not in text
+    fake_run(fixture_results, 70.0, net="plain", depth=110)  # in the table, not in Figure 6, as in the paper
+    text = headline_markdown(fixture_results)
+    assert "| plain-110 | 1 | 70.55 |" in text and "Figure 6 leaves plain-110 out, as the paper does" in text
     official = TrainConfig(data="official", net="resnet", depth=20)  # a study on the official data comes first
     fake_run(fixture_results, 9.0, config=official)
     meta = read_meta(official.run_dir(fixture_results) / "run.json")
